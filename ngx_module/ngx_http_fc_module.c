@@ -426,7 +426,16 @@ ngx_http_fc_parse_body(ngx_http_fc_ctx_t *ctx)
 
     r = ctx->request;
 
-    if (!(ctx->route->flags & NGX_HTTP_FC_JSON_BODY)) {
+    if (!(ctx->route->flags
+          & (NGX_HTTP_FC_JSON_BODY|NGX_HTTP_FC_JSON_OPTIONAL)))
+    {
+        return NGX_OK;
+    }
+
+    if ((ctx->route->flags & NGX_HTTP_FC_JSON_OPTIONAL)
+        && (r->request_body == NULL || r->request_body->bufs == NULL
+            || r->headers_in.content_length_n == 0))
+    {
         return NGX_OK;
     }
 
@@ -507,6 +516,37 @@ ngx_http_fc_ctx_cleanup(void *data)
         json_decref(ctx->body);
         ctx->body = NULL;
     }
+}
+
+
+/*
+ * The test clock: with "fc_test_routes on", X-FC-Test-Now: <unix seconds>
+ * sets the time a request is decided at, so that tests can cross days
+ * and weekdays.  NGX_DECLINED when there is no test clock.
+ */
+ngx_int_t
+ngx_http_fc_test_now(ngx_http_request_t *r, time_t *now)
+{
+    ngx_str_t  v;
+    time_t     t;
+
+    if (ngx_http_fc_mcf == NULL || ngx_http_fc_mcf->test_routes != 1) {
+        return NGX_DECLINED;
+    }
+
+    v = ngx_http_fc_header(r, "X-FC-Test-Now");
+    if (v.len == 0) {
+        return NGX_DECLINED;
+    }
+
+    t = ngx_atotm(v.data, v.len);
+    if (t == NGX_ERROR) {
+        return NGX_DECLINED;
+    }
+
+    *now = t;
+
+    return NGX_OK;
 }
 
 

@@ -32,6 +32,8 @@
 #define NGX_HTTP_FC_JSON_BODY    0x01    /* a JSON object body is required */
 #define NGX_HTTP_FC_TEST_ONLY    0x02    /* only with "fc_test_routes on" */
 
+#define NGX_HTTP_FC_JSON_OPTIONAL 0x04   /* parse a JSON body if sent */
+
 #define NGX_HTTP_FC_MAX_PARAMS   4
 
 
@@ -115,6 +117,9 @@ ngx_str_t *ngx_http_fc_secret(ngx_http_request_t *r, const char *name);
 
 /* the value of a cookie or header, or an empty string */
 ngx_str_t ngx_http_fc_header(ngx_http_request_t *r, const char *name);
+
+/* the test clock (only with "fc_test_routes on"); NGX_DECLINED if none */
+ngx_int_t ngx_http_fc_test_now(ngx_http_request_t *r, time_t *now);
 
 /* the request context; NULL outside an fc_api location */
 ngx_http_fc_ctx_t *ngx_http_fc_get_ctx(ngx_http_request_t *r);
