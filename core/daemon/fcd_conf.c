@@ -1,0 +1,508 @@
+/*
+ * fcd's configuration file.
+ *
+ * One setting a line, "key = value"; blank lines and lines whose first
+ * non-blank character is '#' are ignored (a '#' later in a line is part
+ * of the value, since paths may hold one).  Blanks around the key and the
+ * value are dropped.  Each key may appear once, except vat, which adds
+ * one entry to the VAT table per line.  Unknown keys are errors, so that
+ * a misspelt setting is not silently ignored.
+ *
+ * The keys, like nginx directives, are a table of a name, a handler that
+ * checks and stores the value, and where in fcd_conf_t it goes.
+ */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fcd.h"
+
+
+#define FCD_CONF_REQUIRED  0x01
+#define FCD_CONF_MULTI     0x02
+
+#define FCD_CONF_MSG_LEN   512
+
+
+typedef struct fcd_conf_key_s  fcd_conf_key_t;
+
+typedef int (*fcd_conf_set_pt)(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen);
+
+struct fcd_conf_key_s {
+    const char          *name;
+    fcd_conf_set_pt      set;
+    size_t               offset;
+    size_t               size;
+    unsigned             flags;
+};
+
+
+static int fcd_conf_set_str(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen);
+static int fcd_conf_set_host(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen);
+static int fcd_conf_set_port(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen);
+static int fcd_conf_set_msec(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen);
+static int fcd_conf_set_level(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen);
+static int fcd_conf_set_vat(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen);
+static int fcd_conf_number(const char *value, size_t len, int64_t min,
+    int64_t max, int64_t *n);
+static int fcd_conf_read_password(fcd_conf_t *conf, char *msg,
+    size_t msglen);
+
+
+static const fcd_conf_key_t  fcd_conf_keys[] = {
+
+    { "pg_host", fcd_conf_set_host, offsetof(fcd_conf_t, pg_host),
+      sizeof(((fcd_conf_t *) 0)->pg_host), FCD_CONF_REQUIRED },
+
+    { "pg_port", fcd_conf_set_port, 0, 0, 0 },
+
+    { "pg_dbname", fcd_conf_set_str, offsetof(fcd_conf_t, pg_dbname),
+      sizeof(((fcd_conf_t *) 0)->pg_dbname), FCD_CONF_REQUIRED },
+
+    { "pg_user", fcd_conf_set_str, offsetof(fcd_conf_t, pg_user),
+      sizeof(((fcd_conf_t *) 0)->pg_user), FCD_CONF_REQUIRED },
+
+    { "pg_password_file", fcd_conf_set_str,
+      offsetof(fcd_conf_t, pg_password_file),
+      sizeof(((fcd_conf_t *) 0)->pg_password_file), 0 },
+
+    { "log_file", fcd_conf_set_str, offsetof(fcd_conf_t, log_file),
+      sizeof(((fcd_conf_t *) 0)->log_file), 0 },
+
+    { "log_level", fcd_conf_set_level, 0, 0, 0 },
+
+    { "pid_file", fcd_conf_set_str, offsetof(fcd_conf_t, pid_file),
+      sizeof(((fcd_conf_t *) 0)->pid_file), 0 },
+
+    { "tick_interval_ms", fcd_conf_set_msec,
+      offsetof(fcd_conf_t, tick_interval_ms), 0, 0 },
+
+    { "vat", fcd_conf_set_vat, 0, 0, FCD_CONF_MULTI },
+};
+
+#define FCD_CONF_NKEYS  (sizeof(fcd_conf_keys) / sizeof(fcd_conf_keys[0]))
+
+
+int
+fcd_conf_load(const char *path, fcd_conf_t *conf, char *err, size_t errlen)
+{
+    int                    rc;
+    char                  *line, *p, *end, *eq, *k, *kend;
+    char                   msg[FCD_CONF_MSG_LEN];
+    FILE                  *f;
+    size_t                 cap, i;
+    ssize_t                n;
+    unsigned               lineno, pw_line, seen[FCD_CONF_NKEYS];
+    const fcd_conf_key_t  *key;
+
+    memset(conf, 0, sizeof(fcd_conf_t));
+    conf->pg_port = 5432;
+    conf->log_level = FC_LOG_INFO;
+    conf->tick_interval_ms = FCD_TICK_DEFAULT_MS;
+    fc_vat_table_init(&conf->vat);
+
+    f = fopen(path, "r");
+
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+
+    memset(seen, 0, sizeof(seen));
+    line = NULL;
+    cap = 0;
+    lineno = 0;
+    pw_line = 0;
+    rc = -1;
+
+    while ((n = getline(&line, &cap, f)) != -1) {
+        lineno++;
+
+        p = line;
+        end = line + n;
+
+        while (p < end && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        while (end > p && (end[-1] == '\n' || end[-1] == '\r'
+                           || end[-1] == ' ' || end[-1] == '\t'))
+        {
+            end--;
+        }
+
+        if (p == end || *p == '#') {
+            continue;
+        }
+
+        eq = memchr(p, '=', (size_t) (end - p));
+
+        if (eq == NULL || eq == p) {
+            snprintf(err, errlen, "%s:%u: expected \"key = value\"", path,
+                     lineno);
+            goto done;
+        }
+
+        k = p;
+        kend = eq;
+
+        while (kend > k && (kend[-1] == ' ' || kend[-1] == '\t')) {
+            kend--;
+        }
+
+        p = eq + 1;
+
+        while (p < end && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        key = NULL;
+
+        for (i = 0; i < FCD_CONF_NKEYS; i++) {
+            if (strlen(fcd_conf_keys[i].name) == (size_t) (kend - k)
+                && memcmp(fcd_conf_keys[i].name, k, (size_t) (kend - k)) == 0)
+            {
+                key = &fcd_conf_keys[i];
+                break;
+            }
+        }
+
+        if (key == NULL) {
+            snprintf(err, errlen, "%s:%u: unknown key \"%.*s\"", path,
+                     lineno, (int) (kend - k < 64 ? kend - k : 64), k);
+            goto done;
+        }
+
+        if (seen[i] && !(key->flags & FCD_CONF_MULTI)) {
+            snprintf(err, errlen, "%s:%u: duplicate key \"%s\", first set "
+                     "on line %u", path, lineno, key->name, seen[i]);
+            goto done;
+        }
+
+        if (p == end) {
+            snprintf(err, errlen, "%s:%u: key \"%s\" has no value", path,
+                     lineno, key->name);
+            goto done;
+        }
+
+        for (kend = p; kend < end; kend++) {
+            if ((unsigned char) *kend < 0x20 && *kend != '\t') {
+                snprintf(err, errlen, "%s:%u: control character in the "
+                         "value of \"%s\"", path, lineno, key->name);
+                goto done;
+            }
+        }
+
+        if (key->set(conf, key, p, (size_t) (end - p), msg, sizeof(msg))
+            != 0)
+        {
+            snprintf(err, errlen, "%s:%u: %s", path, lineno, msg);
+            goto done;
+        }
+
+        seen[i] = lineno;
+
+        if (strcmp(key->name, "pg_password_file") == 0) {
+            pw_line = lineno;
+        }
+    }
+
+    if (ferror(f)) {
+        snprintf(err, errlen, "%s: read error", path);
+        goto done;
+    }
+
+    for (i = 0; i < FCD_CONF_NKEYS; i++) {
+        if ((fcd_conf_keys[i].flags & FCD_CONF_REQUIRED) && !seen[i]) {
+            snprintf(err, errlen, "%s: required key \"%s\" is missing",
+                     path, fcd_conf_keys[i].name);
+            goto done;
+        }
+    }
+
+    if (pw_line != 0 && fcd_conf_read_password(conf, msg, sizeof(msg)) != 0)
+    {
+        snprintf(err, errlen, "%s:%u: %s", path, pw_line, msg);
+        goto done;
+    }
+
+    rc = 0;
+
+done:
+
+    free(line);
+    fclose(f);
+
+    if (rc != 0) {
+        fcd_conf_clear(conf);
+    }
+
+    return rc;
+}
+
+
+void
+fcd_conf_clear(fcd_conf_t *conf)
+{
+    explicit_bzero(conf->pg_password, sizeof(conf->pg_password));
+}
+
+
+int
+fcd_conf_pg_changed(const fcd_conf_t *a, const fcd_conf_t *b)
+{
+    return strcmp(a->pg_host, b->pg_host) != 0
+           || a->pg_port != b->pg_port
+           || strcmp(a->pg_dbname, b->pg_dbname) != 0
+           || strcmp(a->pg_user, b->pg_user) != 0
+           || strcmp(a->pg_password, b->pg_password) != 0;
+}
+
+
+static int
+fcd_conf_set_str(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen)
+{
+    char  *dst;
+
+    if (len >= key->size) {
+        snprintf(msg, msglen, "value of \"%s\" is longer than %zu bytes",
+                 key->name, key->size - 1);
+        return -1;
+    }
+
+    dst = (char *) conf + key->offset;
+    memcpy(dst, value, len);
+    dst[len] = '\0';
+
+    return 0;
+}
+
+
+/*
+ * A numeric address is passed to libpq as hostaddr, so that no name is
+ * ever resolved; a path is a directory holding the server's socket.
+ */
+
+static int
+fcd_conf_set_host(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen)
+{
+    unsigned char  addr[sizeof(struct in6_addr)];
+
+    if (fcd_conf_set_str(conf, key, value, len, msg, msglen) != 0) {
+        return -1;
+    }
+
+    if (conf->pg_host[0] == '/') {
+        conf->pg_host_is_addr = 0;
+        return 0;
+    }
+
+    if (inet_pton(AF_INET, conf->pg_host, addr) == 1
+        || inet_pton(AF_INET6, conf->pg_host, addr) == 1)
+    {
+        conf->pg_host_is_addr = 1;
+        return 0;
+    }
+
+    snprintf(msg, msglen, "pg_host \"%.*s\" is neither a numeric address "
+             "nor an absolute socket directory", (int) (len < 64 ? len : 64),
+             value);
+
+    return -1;
+}
+
+
+static int
+fcd_conf_set_port(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen)
+{
+    int64_t  n;
+
+    if (fcd_conf_number(value, len, 1, 65535, &n) != 0) {
+        snprintf(msg, msglen, "invalid %s \"%.*s\", expected 1..65535",
+                 key->name, (int) (len < 32 ? len : 32), value);
+        return -1;
+    }
+
+    conf->pg_port = (int) n;
+
+    return 0;
+}
+
+
+static int
+fcd_conf_set_msec(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen)
+{
+    int64_t  n;
+
+    if (fcd_conf_number(value, len, FCD_TICK_MIN_MS, FCD_TICK_MAX_MS, &n)
+        != 0)
+    {
+        snprintf(msg, msglen, "invalid %s \"%.*s\", expected %d..%d",
+                 key->name, (int) (len < 32 ? len : 32), value,
+                 FCD_TICK_MIN_MS, FCD_TICK_MAX_MS);
+        return -1;
+    }
+
+    *(int64_t *) ((char *) conf + key->offset) = n;
+
+    return 0;
+}
+
+
+static int
+fcd_conf_set_level(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen)
+{
+    if (fc_log_level_parse(value, len, &conf->log_level) != 0) {
+        snprintf(msg, msglen, "invalid %s \"%.*s\", expected error, warn, "
+                 "info or debug", key->name, (int) (len < 32 ? len : 32),
+                 value);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+fcd_conf_set_vat(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen)
+{
+    (void) key;
+
+    return fc_vat_table_add(&conf->vat, value, len, msg, msglen);
+}
+
+
+static int
+fcd_conf_number(const char *value, size_t len, int64_t min, int64_t max,
+    int64_t *n)
+{
+    size_t   i;
+    int64_t  v;
+
+    if (len == 0 || len > 18) {
+        return -1;
+    }
+
+    v = 0;
+
+    for (i = 0; i < len; i++) {
+        if (value[i] < '0' || value[i] > '9') {
+            return -1;
+        }
+
+        v = v * 10 + (value[i] - '0');
+    }
+
+    if (v < min || v > max) {
+        return -1;
+    }
+
+    *n = v;
+
+    return 0;
+}
+
+
+/*
+ * The password is the file's first line.  It is read when the
+ * configuration is, so that a missing file is reported as a
+ * configuration error rather than as a failing connection later; its
+ * contents never appear in a message.
+ */
+
+static int
+fcd_conf_read_password(fcd_conf_t *conf, char *msg, size_t msglen)
+{
+    int          fd;
+    char        *nl;
+    size_t       len;
+    ssize_t      n;
+    struct stat  st;
+
+    fd = open(conf->pg_password_file, O_RDONLY | O_CLOEXEC);
+
+    if (fd == -1) {
+        snprintf(msg, msglen, "cannot open pg_password_file \"%.256s\": %s",
+                 conf->pg_password_file, strerror(errno));
+        return -1;
+    }
+
+    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(msg, msglen, "pg_password_file \"%.256s\" is not a file",
+                 conf->pg_password_file);
+        return -1;
+    }
+
+    /* read straight into conf, so that no other buffer holds a copy */
+    len = 0;
+
+    do {
+        n = read(fd, conf->pg_password + len,
+                 sizeof(conf->pg_password) - 1 - len);
+
+        if (n > 0) {
+            len += (size_t) n;
+        }
+
+    } while ((n > 0 || (n == -1 && errno == EINTR))
+             && len < sizeof(conf->pg_password) - 1);
+
+    close(fd);
+
+    if (n == -1) {
+        fcd_conf_clear(conf);
+        snprintf(msg, msglen, "cannot read pg_password_file \"%.256s\": %s",
+                 conf->pg_password_file, strerror(errno));
+        return -1;
+    }
+
+    conf->pg_password[len] = '\0';
+    nl = memchr(conf->pg_password, '\n', len);
+
+    if (nl == NULL && len == sizeof(conf->pg_password) - 1) {
+        fcd_conf_clear(conf);
+        snprintf(msg, msglen, "password in \"%.256s\" is longer than %zu bytes",
+                 conf->pg_password_file, sizeof(conf->pg_password) - 2);
+        return -1;
+    }
+
+    if (nl != NULL) {
+        len = (size_t) (nl - conf->pg_password);
+    }
+
+    if (len > 0 && conf->pg_password[len - 1] == '\r') {
+        len--;
+    }
+
+    /* wipe what followed the first line too */
+    explicit_bzero(conf->pg_password + len, sizeof(conf->pg_password) - len);
+
+    if (len == 0) {
+        snprintf(msg, msglen, "pg_password_file \"%.256s\" is empty",
+                 conf->pg_password_file);
+        return -1;
+    }
+
+    return 0;
+}
