@@ -175,7 +175,7 @@ ngx_http_fc_sql_build(ngx_http_fc_sql_t *s)
 {
     u_char               hex[NGX_HTTP_FC_SHA256_HEX + 1];
     time_t               now;
-    json_t              *req, *params;
+    json_t              *req, *params, *body;
     ngx_str_t            name, value, token;
     ngx_uint_t           i;
     ngx_http_request_t  *r;
@@ -206,8 +206,21 @@ ngx_http_fc_sql_build(ngx_http_fc_sql_t *s)
     json_object_set_new(req, "path", ngx_http_fc_str_json(&r->uri));
     json_object_set_new(req, "params", params);
     json_object_set_new(req, "query", ngx_http_fc_query_json(r));
-    json_object_set_new(req, "body",
-                        ctx->body ? json_incref(ctx->body) : json_null());
+    /* a password goes to the thread pool, never into SQL parameters */
+    if (ctx->body && json_object_get(ctx->body, "password")) {
+        body = json_copy(ctx->body);
+        if (body == NULL) {
+            return NGX_ERROR;
+        }
+
+        json_object_del(body, "password");
+        json_object_set_new(req, "body", body);
+
+    } else {
+        json_object_set_new(req, "body",
+                            ctx->body ? json_incref(ctx->body)
+                                      : json_null());
+    }
     json_object_set_new(req, "ip",
                         ngx_http_fc_str_json(&r->connection->addr_text));
 
