@@ -93,6 +93,7 @@ static void ngx_http_fc_sql_send(ngx_http_fc_sql_t *s);
 static void ngx_http_fc_sql_cleanup(void *data);
 static ngx_int_t ngx_http_fc_redis_json(ngx_http_request_t *r,
     json_t *args, ngx_fc_redis_cmd_t *cmd);
+static ngx_int_t ngx_http_fc_redis_tag(json_t *args, ngx_str_t *tag);
 static void ngx_http_fc_pg_error(ngx_http_request_t *r,
     ngx_fc_pg_query_t *q);
 
@@ -525,14 +526,19 @@ ngx_http_fc_sql_verified(void *data)
 
 /*
  * Write-through: the SQL answer lists the Redis commands that bring the
- * hot state in line with what was just committed.  They run one after
- * another; if Redis fails, the change is on record but not yet in
- * force at the pumps, and the client is told so with a 503.
+ * hot state in line with what was just committed.  Consecutive plain
+ * commands on keys of one hash tag go together through apply.lua, so a
+ * decision at the pump never sees half of a change; a SCRIPT command is
+ * atomic by itself.  If Redis fails, the change is on record but not
+ * yet in force at the pumps, and the client is told so with a 503.
  */
 static void
 ngx_http_fc_sql_redis(ngx_http_fc_sql_t *s)
 {
-    json_t              *cmds, *args;
+    char                *text;
+    size_t               i, j, n;
+    json_t              *cmds, *args, *batch;
+    ngx_str_t            tag, next;
     ngx_fc_redis_cmd_t  *cmd;
     ngx_http_request_t  *r;
 
@@ -546,7 +552,9 @@ ngx_http_fc_sql_redis(ngx_http_fc_sql_t *s)
         return;
     }
 
-    args = json_array_get(cmds, s->redis_next++);
+    n = json_array_size(cmds);
+    i = s->redis_next;
+    args = json_array_get(cmds, i);
 
     cmd = ngx_pcalloc(r->pool, sizeof(ngx_fc_redis_cmd_t));
     if (cmd == NULL) {
@@ -555,13 +563,54 @@ ngx_http_fc_sql_redis(ngx_http_fc_sql_t *s)
         return;
     }
 
-    if (ngx_http_fc_redis_json(r, args, cmd) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "fc_api returned a bad redis command for \"%V\"",
-                      &r->uri);
-        s->redis_failed = 1;
-        ngx_http_fc_sql_finish(s);
-        return;
+    j = i + 1;
+
+    if (ngx_http_fc_redis_tag(args, &tag) == NGX_OK) {
+        while (j < n
+               && ngx_http_fc_redis_tag(json_array_get(cmds, j), &next)
+                  == NGX_OK
+               && next.len == tag.len
+               && ngx_strncmp(next.data, tag.data, tag.len) == 0)
+        {
+            j++;
+        }
+    }
+
+    s->redis_next = j;
+
+    if (j == i + 1) {
+        if (ngx_http_fc_redis_json(r, args, cmd) != NGX_OK) {
+            goto bad;
+        }
+
+    } else {
+        batch = json_array();
+        if (batch == NULL) {
+            goto bad;
+        }
+
+        for ( /* void */ ; i < j; i++) {
+            json_array_append(batch, json_array_get(cmds, i));
+        }
+
+        text = json_dumps(batch, JSON_COMPACT);
+        json_decref(batch);
+
+        if (text == NULL) {
+            goto bad;
+        }
+
+        batch = json_pack("[s,s,i,O,s]", "SCRIPT", "apply", 1,
+                          json_array_get(args, 1), text);
+        free(text);
+
+        if (batch == NULL || ngx_http_fc_redis_json(r, batch, cmd) != NGX_OK)
+        {
+            json_decref(batch);
+            goto bad;
+        }
+
+        json_decref(batch);
     }
 
     cmd->request = r;
@@ -572,6 +621,65 @@ ngx_http_fc_sql_redis(ngx_http_fc_sql_t *s)
         ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                    "internal_error", "out of memory");
     }
+
+    return;
+
+bad:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "fc_api returned a bad redis command for \"%V\"",
+                  &r->uri);
+    s->redis_failed = 1;
+    ngx_http_fc_sql_finish(s);
+}
+
+
+/*
+ * The hash tag of a plain command whose arguments are all strings, for
+ * grouping it with its neighbours; NGX_DECLINED for a SCRIPT command,
+ * a command with a number in it, or a key without a tag.
+ */
+static ngx_int_t
+ngx_http_fc_redis_tag(json_t *args, ngx_str_t *tag)
+{
+    u_char      *p, *q, *last;
+    size_t       i;
+    const char  *key;
+
+    if (!json_is_array(args) || json_array_size(args) < 2) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < json_array_size(args); i++) {
+        if (!json_is_string(json_array_get(args, i))) {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (ngx_strcmp(json_string_value(json_array_get(args, 0)), "SCRIPT")
+        == 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    key = json_string_value(json_array_get(args, 1));
+    p = (u_char *) key;
+    last = p + ngx_strlen(key);
+
+    p = ngx_strlchr(p, last, '{');
+    if (p == NULL) {
+        return NGX_DECLINED;
+    }
+
+    q = ngx_strlchr(p + 1, last, '}');
+    if (q == NULL || q == p + 1) {
+        return NGX_DECLINED;
+    }
+
+    tag->data = p + 1;
+    tag->len = q - p - 1;
+
+    return NGX_OK;
 }
 
 
@@ -1386,9 +1494,14 @@ ngx_http_fc_pos_record(ngx_http_fc_pos_t *p)
         return;
     }
 
+    /* a partial approval says why in "reason": it is not a decline */
     v = json_object_get(d, "decline_code");
     if (json_is_string(v)) {
-        json_object_set(resp, "decline_code", v);
+        json_object_set(resp,
+                        ngx_strcmp(json_string_value(
+                                       json_object_get(d, "status")),
+                                   "declined") == 0
+                        ? "decline_code" : "reason", v);
     }
 
     v = json_object_get(d, "limit");
