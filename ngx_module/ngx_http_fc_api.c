@@ -35,7 +35,6 @@
 
 #define NGX_HTTP_FC_SHA256_HEX      64
 #define NGX_HTTP_FC_MAX_DELAY       10000   /* ms */
-#define NGX_HTTP_FC_HOLD_TTL        3600    /* s, an unfinished fill */
 
 /* bounds that keep the Lua arithmetic exact: see docs/processing.md */
 #define NGX_HTTP_FC_MAX_VOLUME      10000000LL          /* ml */
@@ -67,6 +66,7 @@ typedef struct {
     const char                *txn_id;
     const char                *product;
     const char                *product_group;
+    const char                *product_unit;
     char                       pan_masked[24];
     char                       auth_id[37];
     char                       pan_key[NGX_HTTP_FC_SHA256_HEX + 16];
@@ -74,6 +74,7 @@ typedef struct {
     int64_t                    volume;
     int64_t                    amount;
     int64_t                    contract;
+    time_t                     now;        /* the moment of the decision */
     ngx_uint_t                 held;
 } ngx_http_fc_pos_t;
 
@@ -109,6 +110,7 @@ static void ngx_http_fc_pos_released(ngx_fc_redis_cmd_t *cmd);
 static void ngx_http_fc_pos_cleanup(void *data);
 
 static json_t *ngx_http_fc_str_json(ngx_str_t *s);
+static json_t *ngx_http_fc_time_json(time_t t);
 static ngx_int_t ngx_http_fc_sha256_hex(u_char *data, size_t len,
     u_char *out);
 static json_t *ngx_http_fc_query_json(ngx_http_request_t *r);
@@ -261,7 +263,7 @@ ngx_http_fc_sql_build(ngx_http_fc_sql_t *s)
                                   : json_null());
 
     if (ngx_http_fc_test_now(r, &now) == NGX_OK) {
-        json_object_set_new(req, "now", json_integer(now));
+        json_object_set_new(req, "now", ngx_http_fc_time_json(now));
     } else {
         json_object_set_new(req, "now", json_null());
     }
@@ -974,6 +976,12 @@ ngx_http_fc_pos_authorize(ngx_http_fc_ctx_t *ctx)
         return;
     }
 
+    /* Redis and PostgreSQL see one clock: the period keys, the hold's
+       expiry and authorized_at all come from this moment */
+    if (ngx_http_fc_test_now(r, &p->now) != NGX_OK) {
+        p->now = ngx_time();
+    }
+
     pan = json_string_value(json_object_get(ctx->body, "card_number"));
 
     key = ngx_http_fc_secret(r, "pan_key");
@@ -1172,9 +1180,13 @@ ngx_http_fc_pos_lookup_done(ngx_fc_redis_cmd_t *cmd)
     grp = json_object_get(prod, "grp");
     p->product_group = ngx_http_fc_pstrdup(r->pool,
                            json_is_string(grp) ? json_string_value(grp) : "");
+    grp = json_object_get(prod, "unit");
+    p->product_unit = ngx_http_fc_pstrdup(r->pool,
+                          json_is_string(grp) ? json_string_value(grp) : "");
     json_decref(prod);
 
     if (p->term == NULL || p->product_group == NULL
+        || p->product_unit == NULL
         || !json_is_integer(json_object_get(p->term, "station")))
     {
         ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
@@ -1214,7 +1226,6 @@ static void
 ngx_http_fc_pos_decide(ngx_http_fc_pos_t *p)
 {
     u_char                 *b, *last;
-    time_t                  now;
     int64_t                 card, grp, t;
     ngx_uint_t              i, n;
     fc_tz_t                *tz;
@@ -1249,11 +1260,7 @@ ngx_http_fc_pos_decide(ngx_http_fc_pos_t *p)
         return;
     }
 
-    if (ngx_http_fc_test_now(r, &now) != NGX_OK) {
-        now = ngx_time();
-    }
-
-    t = now;
+    t = p->now;
 
     if (fc_tz_local(tz, t, &lt) != 0) {
         ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
@@ -1293,7 +1300,7 @@ ngx_http_fc_pos_decide(ngx_http_fc_pos_t *p)
     b = ngx_hex_dump(b, rnd + 10, 6);
     *b = '\0';
 
-    n = 5 + 21;
+    n = 5 + 22;
 
     cmd = ngx_pcalloc(r->pool, sizeof(ngx_fc_redis_cmd_t));
     argv = ngx_pcalloc(r->pool, n * sizeof(char *));
@@ -1345,12 +1352,13 @@ ngx_http_fc_pos_decide(ngx_http_fc_pos_t *p)
     ngx_http_fc_arg("%s",
         json_string_value(json_object_get(p->term, "region")) ?
         json_string_value(json_object_get(p->term, "region")) : "");
-    ngx_http_fc_arg("%d", NGX_HTTP_FC_HOLD_TTL);
+    ngx_http_fc_arg("%T", ngx_http_fc_hold_ttl(r));
     ngx_http_fc_arg("%s", keys[0]);
     ngx_http_fc_arg("%s", keys[1]);
     ngx_http_fc_arg("%s", keys[2]);
     ngx_http_fc_arg("%s", keys[3]);
     ngx_http_fc_arg("%s", keys[4]);
+    ngx_http_fc_arg("%s", p->product_unit);
 
 #undef ngx_http_fc_arg
 
@@ -1536,12 +1544,14 @@ ngx_http_fc_pos_record(ngx_http_fc_pos_t *p)
                     ? json_object_get(json_object_get(d, "limit"), "id")
                     : json_null(),
                     "response", resp,
-                    "hold_ttl", NGX_HTTP_FC_HOLD_TTL);
+                    "hold_ttl", (int) ngx_http_fc_hold_ttl(r));
 
     if (rec == NULL) {
         ngx_http_fc_pos_release(p, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
+
+    json_object_set_new(rec, "now", ngx_http_fc_time_json(p->now));
 
     if (p->card) {
         json_object_set(rec, "card_id", json_object_get(p->card, "card"));
@@ -1649,6 +1659,7 @@ ngx_http_fc_pos_recorded(ngx_fc_pg_query_t *q)
 static void
 ngx_http_fc_pos_release(ngx_http_fc_pos_t *p, ngx_uint_t status)
 {
+    int                  argc;
     u_char              *b;
     const char         **argv;
     size_t              *argvlen;
@@ -1664,8 +1675,8 @@ ngx_http_fc_pos_release(ngx_http_fc_pos_t *p, ngx_uint_t status)
     p->held = 0;
 
     cmd = ngx_pcalloc(r->pool, sizeof(ngx_fc_redis_cmd_t));
-    argv = ngx_pcalloc(r->pool, 2 * sizeof(char *));
-    argvlen = ngx_pcalloc(r->pool, 2 * sizeof(size_t));
+    argv = ngx_pcalloc(r->pool, 4 * sizeof(char *));
+    argvlen = ngx_pcalloc(r->pool, 4 * sizeof(size_t));
     b = ngx_pnalloc(r->pool, 64);
 
     if (cmd == NULL || argv == NULL || argvlen == NULL || b == NULL) {
@@ -1678,6 +1689,17 @@ ngx_http_fc_pos_release(ngx_http_fc_pos_t *p, ngx_uint_t status)
     argv[1] = p->auth_id;
     argvlen[1] = ngx_strlen(p->auth_id);
 
+    /* a decision that is on no record must not be replayed to a retry */
+    argv[2] = json_string_value(json_object_get(p->term, "id"));
+    argv[3] = p->txn_id;
+    argc = 2;
+
+    if (status != NGX_HTTP_OK && argv[2] != NULL) {
+        argvlen[2] = ngx_strlen(argv[2]);
+        argvlen[3] = ngx_strlen(argv[3]);
+        argc = 4;
+    }
+
     cmd->script = ngx_fc_redis_script_find((ngx_cycle_t *) ngx_cycle,
                                            "release");
     if (cmd->script == NULL) {
@@ -1686,7 +1708,7 @@ ngx_http_fc_pos_release(ngx_http_fc_pos_t *p, ngx_uint_t status)
 
     cmd->request = r;
     cmd->numkeys = 1;
-    cmd->argc = 2;
+    cmd->argc = argc;
     cmd->argv = argv;
     cmd->argvlen = argvlen;
     cmd->handler = ngx_http_fc_pos_released;
@@ -1764,6 +1786,23 @@ ngx_http_fc_str_json(ngx_str_t *s)
 
     /* not UTF-8: the SQL side sees an empty string and rejects it */
     return v ? v : json_string("");
+}
+
+
+/* a moment as RFC 3339 in UTC, the form fc_now() reads */
+static json_t *
+ngx_http_fc_time_json(time_t t)
+{
+    u_char     buf[sizeof("2026-12-04T10:00:00Z")], *p;
+    ngx_tm_t   tm;
+
+    ngx_gmtime(t, &tm);
+
+    p = ngx_sprintf(buf, "%4d-%02d-%02dT%02d:%02d:%02dZ",
+                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                    tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+
+    return json_stringn((char *) buf, p - buf);
 }
 
 

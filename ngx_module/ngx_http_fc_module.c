@@ -25,6 +25,7 @@
 #define NGX_HTTP_FC_BUCKETS_N    12
 #define NGX_HTTP_FC_WORKERS_MAX  64
 #define NGX_HTTP_FC_ROUTES_MAX   128
+#define NGX_HTTP_FC_HOLD_TTL     3600      /* s, card schemes expect an hour */
 
 
 typedef struct {
@@ -54,6 +55,7 @@ typedef struct {
     ngx_str_t                  thread_pool_name;
     ngx_array_t               *secrets;    /* ngx_http_fc_secret_t */
     ngx_flag_t                 test_routes;
+    time_t                     hold_ttl;
 } ngx_http_fc_main_conf_t;
 
 
@@ -148,6 +150,13 @@ static ngx_command_t  ngx_http_fc_commands[] = {
       ngx_http_fc_secret_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("fc_hold_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_fc_main_conf_t, hold_ttl),
       NULL },
 
     { ngx_string("fc_test_routes"),
@@ -547,6 +556,17 @@ ngx_http_fc_test_now(ngx_http_request_t *r, time_t *now)
     *now = t;
 
     return NGX_OK;
+}
+
+
+time_t
+ngx_http_fc_hold_ttl(ngx_http_request_t *r)
+{
+    ngx_http_fc_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_get_module_main_conf(r, ngx_http_fc_module);
+
+    return fmcf->hold_ttl;
 }
 
 
@@ -1622,6 +1642,7 @@ ngx_http_fc_create_main_conf(ngx_conf_t *cf)
     }
 
     fmcf->test_routes = NGX_CONF_UNSET;
+    fmcf->hold_ttl = NGX_CONF_UNSET;
 
     return fmcf;
 }
@@ -1633,6 +1654,13 @@ ngx_http_fc_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_fc_main_conf_t  *fmcf = conf;
 
     ngx_conf_init_value(fmcf->test_routes, 0);
+    ngx_conf_init_value(fmcf->hold_ttl, NGX_HTTP_FC_HOLD_TTL);
+
+    if (fmcf->hold_ttl < 60 || fmcf->hold_ttl > 7 * 86400) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "fc_hold_ttl must be from 1m to 7d");
+        return NGX_CONF_ERROR;
+    }
 
     if (fmcf->thread_pool_name.len == 0) {
         ngx_str_set(&fmcf->thread_pool_name, "default");

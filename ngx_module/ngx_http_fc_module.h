@@ -121,6 +121,9 @@ ngx_str_t ngx_http_fc_header(ngx_http_request_t *r, const char *name);
 /* the test clock (only with "fc_test_routes on"); NGX_DECLINED if none */
 ngx_int_t ngx_http_fc_test_now(ngx_http_request_t *r, time_t *now);
 
+/* how long an approval holds its money before it expires, seconds */
+time_t ngx_http_fc_hold_ttl(ngx_http_request_t *r);
+
 /* the request context; NULL outside an fc_api location */
 ngx_http_fc_ctx_t *ngx_http_fc_get_ctx(ngx_http_request_t *r);
 

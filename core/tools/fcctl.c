@@ -387,7 +387,6 @@ fcctl_conf_set(fcctl_conf_t *conf, const char *key, const char *value,
     char *msg, size_t msglen)
 {
     char     *dst;
-    size_t    size;
     int64_t   port;
 
     if (strcmp(key, "pg_port") == 0 || strcmp(key, "redis_port") == 0) {
@@ -430,11 +429,9 @@ fcctl_conf_set(fcctl_conf_t *conf, const char *key, const char *value,
         return 0;
     }
 
-    size = FCCTL_CONF_VALUE_LEN;
-
-    if (value[0] == '\0' || strlen(value) >= size) {
-        snprintf(msg, msglen, "%s: must be 1 to %zu characters", key,
-                 size - 1);
+    if (value[0] == '\0' || strlen(value) >= FCCTL_CONF_VALUE_LEN) {
+        snprintf(msg, msglen, "%s: must be 1 to %d characters", key,
+                 FCCTL_CONF_VALUE_LEN - 1);
         return -1;
     }
 
