@@ -17,6 +17,10 @@
  * exits because the database is away: a restart would not bring the
  * database back sooner.
  *
+ * Redis is reached only by the jobs, with a timeout on every call (see
+ * fcd_redis.c), so a Redis that is down or hangs delays a round of jobs
+ * but never stops the loop.
+ *
  * SIGTERM, SIGINT and SIGHUP stay blocked except inside ppoll(), which
  * unblocks them atomically.  So a signal can never slip in between
  * checking the flags and going to sleep (it interrupts the sleep
@@ -40,9 +44,6 @@
 
 #define FCD_DEFAULT_CONF   "conf/fcd.conf"
 
-/* at the longest delay, failed attempts are logged this often, ms */
-#define FCD_LOG_FAILURE_MS 60000
-
 
 static int fcd_run(fcd_t *fcd);
 static void fcd_reload(fcd_t *fcd);
@@ -51,7 +52,7 @@ static int fcd_stop_requested(void);
 static int fcd_signals_init(void);
 static void fcd_signal_handler(int signo);
 static int fcd_pid_file_write(const char *path);
-static int64_t fcd_now_ms(void);
+static void fcd_exit(fcd_t *fcd);
 static void fcd_usage(void);
 
 
@@ -105,34 +106,54 @@ main(int argc, char **argv)
         return 1;
     }
 
+    if (fcd_redis_script_load(fcd.conf.release_script, &fcd.release, err,
+                              sizeof(err))
+        != 0)
+    {
+        fc_log(FC_LOG_ERR, "%s: release_script: %s", path, err);
+        fcd_exit(&fcd);
+        return 1;
+    }
+
     if (test_only) {
         fprintf(stderr, "fcd: configuration file %s is valid\n", path);
-        fcd_conf_clear(&fcd.conf);
+        fcd_exit(&fcd);
         return 0;
     }
 
     if (fc_log_open(fcd.conf.log_file) != 0) {
         fc_log(FC_LOG_ERR, "cannot open log_file \"%s\": %s",
                fcd.conf.log_file, strerror(errno));
-        fcd_conf_clear(&fcd.conf);
+        fcd_exit(&fcd);
         return 1;
     }
 
     fc_log_set_level(fcd.conf.log_level);
 
+    fcd.pending = malloc(FCD_PENDING_MAX * sizeof(fcd_hold_t));
+
+    if (fcd.pending == NULL) {
+        fc_log(FC_LOG_ERR, "cannot allocate the list of pending holds");
+        fcd_exit(&fcd);
+        return 1;
+    }
+
     if (fcd_signals_init() != 0) {
         fc_log(FC_LOG_ERR, "cannot set up signal handling: %s",
                strerror(errno));
-        fcd_conf_clear(&fcd.conf);
+        fcd_exit(&fcd);
         return 1;
     }
 
     if (fcd.conf.pid_file[0] != '\0'
         && fcd_pid_file_write(fcd.conf.pid_file) != 0)
     {
-        fcd_conf_clear(&fcd.conf);
+        fcd_exit(&fcd);
         return 1;
     }
+
+    /* a wrong Redis address or password shows at start, not at an expiry */
+    fcd.redis_probe = 1;
 
     fc_log(FC_LOG_INFO, "fcd started with %s, tick %lld ms", path,
            (long long) fcd.conf.tick_interval_ms);
@@ -141,16 +162,36 @@ main(int argc, char **argv)
 
     fcd_pg_close(&fcd);
 
+    if (fcd.npending > 0) {
+        fc_log(FC_LOG_WARN, "%zu expired hold%s released in postgresql "
+               "%s still held in redis until the contract's next "
+               "authorization, fcctl rebuild is needed", fcd.npending,
+               fcd.npending == 1 ? "" : "s", fcd.npending == 1 ? "is" : "are");
+    }
+
     if (fcd.conf.pid_file[0] != '\0') {
         unlink(fcd.conf.pid_file);
     }
 
     fc_log(FC_LOG_INFO, "fcd stopped");
 
-    fcd_conf_clear(&fcd.conf);
+    fcd_exit(&fcd);
     fc_log_close();
 
     return rc;
+}
+
+
+/* lets go of what main() set up: connections, secrets, memory */
+
+static void
+fcd_exit(fcd_t *fcd)
+{
+    fcd_redis_close(fcd);
+    fcd_redis_script_free(&fcd->release);
+    free(fcd->pending);
+    fcd->pending = NULL;
+    fcd_conf_clear(&fcd->conf);
 }
 
 
@@ -235,20 +276,34 @@ fcd_run(fcd_t *fcd)
 
 
 /*
- * Rereads the configuration file.  A file that does not load leaves the
- * running configuration as it was.  The pid file is not moved: the one
+ * Rereads the configuration file and the release script.  A file that
+ * does not load, or a script that cannot be read, leaves the running
+ * configuration as it was.  The pid file is not moved: the one
  * written at start is the one removed at exit.
  */
 
 static void
 fcd_reload(fcd_t *fcd)
 {
-    char        err[FCD_ERR_LEN];
-    fcd_conf_t  conf;
+    char          err[FCD_ERR_LEN];
+    fcd_conf_t    conf;
+    fcd_script_t  release;
 
     if (fcd_conf_load(fcd->conf_path, &conf, err, sizeof(err)) != 0) {
         fc_log(FC_LOG_ERR, "reload failed: %s; keeping the running "
                "configuration", err);
+        return;
+    }
+
+    memset(&release, 0, sizeof(fcd_script_t));
+
+    if (fcd_redis_script_load(conf.release_script, &release, err,
+                              sizeof(err))
+        != 0)
+    {
+        fc_log(FC_LOG_ERR, "reload failed: release_script: %s; keeping the "
+               "running configuration", err);
+        fcd_conf_clear(&conf);
         return;
     }
 
@@ -257,6 +312,7 @@ fcd_reload(fcd_t *fcd)
         fc_log(FC_LOG_ERR, "reload failed: cannot open log_file \"%s\": %s; "
                "keeping the running configuration", conf.log_file,
                strerror(errno));
+        fcd_redis_script_free(&release);
         fcd_conf_clear(&conf);
         return;
     }
@@ -272,6 +328,19 @@ fcd_reload(fcd_t *fcd)
         fc_log(FC_LOG_INFO, "postgresql settings changed, reconnecting");
         fcd_pg_close(fcd);
     }
+
+    if (fcd_conf_redis_changed(&fcd->conf, &conf)) {
+        if (fcd->redis != NULL) {
+            fc_log(FC_LOG_INFO, "redis settings changed, reconnecting");
+            fcd_redis_close(fcd);
+        }
+
+        fcd->redis_probe = 1;
+    }
+
+    /* a changed script has a new SHA1: Redis answers NOSCRIPT, once */
+    fcd_redis_script_free(&fcd->release);
+    fcd->release = release;
 
     fcd->backoff_ms = FCD_BACKOFF_MIN_MS;
     fcd->failures = 0;
@@ -448,17 +517,6 @@ fcd_pid_file_write(const char *path)
     close(fd);
 
     return 0;
-}
-
-
-static int64_t
-fcd_now_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 

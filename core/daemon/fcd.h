@@ -5,29 +5,30 @@
  * expired holds now, delivering the outbox (to banks, the cash register,
  * 1C) later.  It keeps one PostgreSQL connection, LISTENs on fc_outbox,
  * and runs its job table whenever a notification arrives or a tick
- * passes.  See core/README.md for the design.
+ * passes; a Redis connection, opened when there is work for it, keeps
+ * the hot copy in step.  See core/README.md for the design.
  */
 
 #ifndef _FCD_H_INCLUDED_
 #define _FCD_H_INCLUDED_
 
 
-#include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
+#include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 
-#include "fc_log.h"
-#include "fc_vat.h"
+#include "fcd_conf.h"
 
-
-#define FCD_TICK_DEFAULT_MS   1000
-#define FCD_TICK_MIN_MS       10
-#define FCD_TICK_MAX_MS       3600000
 
 /* reconnection delays, milliseconds: doubled after each failure */
 #define FCD_BACKOFF_MIN_MS    100
 #define FCD_BACKOFF_MAX_MS    5000
+
+/* a failure that repeats is logged again this often, ms */
+#define FCD_LOG_FAILURE_MS    60000
 
 /* libpq connect_timeout, seconds: a connect blocks the loop this long */
 #define FCD_CONNECT_TIMEOUT   "5"
@@ -37,29 +38,43 @@
 
 #define FCD_CHANNEL           "fc_outbox"
 
-/* identifiers longer than NAMEDATALEN - 1 are cut by PostgreSQL */
-#define FCD_PG_NAME_LEN       64
-#define FCD_PG_HOST_LEN       256
-#define FCD_PG_PASSWORD_LEN   256
+/* a Redis connect, and each Redis command, gives up after this, ms */
+#define FCD_REDIS_TIMEOUT_MS  2000
 
-/* room for an error message, file and line included */
-#define FCD_ERR_LEN           1024
+/* release.lua and the like are a few kilobytes; this is a sanity bound */
+#define FCD_SCRIPT_MAX        (1024 * 1024)
+
+/* expired holds waiting for Redis, at most; see fcd_jobs.c */
+#define FCD_PENDING_MAX       10000
+
+/* ticks on which Redis may refuse one release before it is given up */
+#define FCD_REFUSALS_MAX      10
+
+/* a run stops releasing in Redis after this long, ms; the rest waits */
+#define FCD_RELEASE_BUDGET_MS 2000
+
+/* what fcd_redis_release() returns */
+#define FCD_REDIS_OK          0
+#define FCD_REDIS_DOWN        -1
+#define FCD_REDIS_REFUSED     -2
+
+/* a uuid's text, 36 characters, and its NUL */
+#define FCD_AUTH_ID_LEN       40
 
 
+/* an expired hold that PostgreSQL released and Redis has yet to */
 typedef struct {
-    char             pg_host[FCD_PG_HOST_LEN];  /* address or socket dir */
-    int              pg_host_is_addr;
-    int              pg_port;
-    char             pg_dbname[FCD_PG_NAME_LEN];
-    char             pg_user[FCD_PG_NAME_LEN];
-    char             pg_password_file[PATH_MAX];
-    char             pg_password[FCD_PG_PASSWORD_LEN];
-    char             log_file[PATH_MAX];
-    fc_log_level_t   log_level;
-    char             pid_file[PATH_MAX];
-    int64_t          tick_interval_ms;
-    fc_vat_table_t   vat;
-} fcd_conf_t;
+    int64_t              contract_id;
+    char                 auth_id[FCD_AUTH_ID_LEN];
+    unsigned             refusals;      /* error replies so far */
+} fcd_hold_t;
+
+/* a Lua script as read from its file, and the SHA1 EVALSHA names it by */
+typedef struct {
+    char                *text;
+    size_t               len;
+    char                 sha1[41];
+} fcd_script_t;
 
 typedef struct fcd_s  fcd_t;
 
@@ -80,22 +95,16 @@ struct fcd_s {
     int64_t              failure_logged;        /* when, monotonic ms */
     int                  notified;      /* a NOTIFY is waiting to be served */
     int                  holds_fn_missing;      /* already logged */
+
+    redisContext        *redis;
+    fcd_script_t         release;       /* conf/lua/release.lua */
+    fcd_hold_t          *pending;       /* FCD_PENDING_MAX of them */
+    size_t               npending;
+    int                  redis_probe;   /* connect even with nothing to do */
+    int                  redis_down;    /* the last attempt failed */
+    int64_t              redis_logged;  /* last failure logged, monotonic */
 };
 
-
-/*
- * Reads the configuration file path into conf.  Returns 0, or -1 with
- * "<path>:<line>: <reason>" in err; conf is then unusable but holds no
- * secret.
- */
-int fcd_conf_load(const char *path, fcd_conf_t *conf, char *err,
-    size_t errlen);
-
-/* wipes the password held in conf */
-void fcd_conf_clear(fcd_conf_t *conf);
-
-/* 1 if a and b connect differently (host, port, db, user, password) */
-int fcd_conf_pg_changed(const fcd_conf_t *a, const fcd_conf_t *b);
 
 /* opens the connection and LISTENs; 0, or -1 with the reason in err */
 int fcd_pg_connect(fcd_t *fcd, char *err, size_t errlen);
@@ -120,6 +129,45 @@ void fcd_pg_message(const char *what, const char *detail, char *err,
  * connection if a job found it broken.
  */
 void fcd_jobs_run(fcd_t *fcd, int (*stop)(void));
+
+/*
+ * Reads a Lua script file and computes its SHA1.  Returns 0, or -1 with
+ * the reason in err and script untouched.
+ */
+int fcd_redis_script_load(const char *path, fcd_script_t *script,
+    char *err, size_t errlen);
+
+void fcd_redis_script_free(fcd_script_t *script);
+
+/*
+ * Connects to Redis with FCD_REDIS_TIMEOUT_MS for the connect and for
+ * every later command, and authenticates; 0, or -1 with the reason in
+ * err.
+ */
+int fcd_redis_connect(fcd_t *fcd, char *err, size_t errlen);
+
+void fcd_redis_close(fcd_t *fcd);
+
+/*
+ * Runs release.lua for one hold.  Returns FCD_REDIS_OK (released, or
+ * nothing was held), FCD_REDIS_DOWN (no answer: the connection is
+ * closed) or FCD_REDIS_REFUSED (an error reply); the reason is in err.
+ */
+int fcd_redis_release(fcd_t *fcd, const fcd_hold_t *hold, char *err,
+    size_t errlen);
+
+
+/* monotonic milliseconds, for delays and log rate limits */
+
+static inline int64_t
+fcd_now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 
 extern const fcd_job_t  fcd_jobs[];

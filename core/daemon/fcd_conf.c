@@ -10,6 +10,9 @@
  *
  * The keys, like nginx directives, are a table of a name, a handler that
  * checks and stores the value, and where in fcd_conf_t it goes.
+ *
+ * fcctl links this file and reads the same configuration; nothing here
+ * may depend on the rest of the daemon.
  */
 
 #include <arpa/inet.h>
@@ -22,13 +25,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fcd.h"
+#include "fcd_conf.h"
 
 
 #define FCD_CONF_REQUIRED  0x01
 #define FCD_CONF_MULTI     0x02
+/* the value names a file whose first line is a password, read into aux */
+#define FCD_CONF_SECRET    0x04
 
 #define FCD_CONF_MSG_LEN   512
+
+/* where a string setting goes: its offset and size in fcd_conf_t */
+#define fcd_conf_field(name)                                              \
+    offsetof(fcd_conf_t, name), sizeof(((fcd_conf_t *) 0)->name)
 
 
 typedef struct fcd_conf_key_s  fcd_conf_key_t;
@@ -42,6 +51,7 @@ struct fcd_conf_key_s {
     size_t               offset;
     size_t               size;
     unsigned             flags;
+    size_t               aux;           /* a second field the key sets */
 };
 
 
@@ -59,39 +69,49 @@ static int fcd_conf_set_vat(fcd_conf_t *conf, const fcd_conf_key_t *key,
     const char *value, size_t len, char *msg, size_t msglen);
 static int fcd_conf_number(const char *value, size_t len, int64_t min,
     int64_t max, int64_t *n);
-static int fcd_conf_read_password(fcd_conf_t *conf, char *msg,
-    size_t msglen);
+static int fcd_conf_read_password(fcd_conf_t *conf,
+    const fcd_conf_key_t *key, char *msg, size_t msglen);
 
 
 static const fcd_conf_key_t  fcd_conf_keys[] = {
 
-    { "pg_host", fcd_conf_set_host, offsetof(fcd_conf_t, pg_host),
-      sizeof(((fcd_conf_t *) 0)->pg_host), FCD_CONF_REQUIRED },
+    { "pg_host", fcd_conf_set_host, fcd_conf_field(pg_host),
+      FCD_CONF_REQUIRED, offsetof(fcd_conf_t, pg_host_is_addr) },
 
-    { "pg_port", fcd_conf_set_port, 0, 0, 0 },
+    { "pg_port", fcd_conf_set_port, offsetof(fcd_conf_t, pg_port), 0, 0, 0 },
 
-    { "pg_dbname", fcd_conf_set_str, offsetof(fcd_conf_t, pg_dbname),
-      sizeof(((fcd_conf_t *) 0)->pg_dbname), FCD_CONF_REQUIRED },
+    { "pg_dbname", fcd_conf_set_str, fcd_conf_field(pg_dbname),
+      FCD_CONF_REQUIRED, 0 },
 
-    { "pg_user", fcd_conf_set_str, offsetof(fcd_conf_t, pg_user),
-      sizeof(((fcd_conf_t *) 0)->pg_user), FCD_CONF_REQUIRED },
+    { "pg_user", fcd_conf_set_str, fcd_conf_field(pg_user),
+      FCD_CONF_REQUIRED, 0 },
 
-    { "pg_password_file", fcd_conf_set_str,
-      offsetof(fcd_conf_t, pg_password_file),
-      sizeof(((fcd_conf_t *) 0)->pg_password_file), 0 },
+    { "pg_password_file", fcd_conf_set_str, fcd_conf_field(pg_password_file),
+      FCD_CONF_SECRET, offsetof(fcd_conf_t, pg_password) },
 
-    { "log_file", fcd_conf_set_str, offsetof(fcd_conf_t, log_file),
-      sizeof(((fcd_conf_t *) 0)->log_file), 0 },
+    { "redis_host", fcd_conf_set_host, fcd_conf_field(redis_host),
+      FCD_CONF_REQUIRED, offsetof(fcd_conf_t, redis_host_is_addr) },
 
-    { "log_level", fcd_conf_set_level, 0, 0, 0 },
+    { "redis_port", fcd_conf_set_port, offsetof(fcd_conf_t, redis_port),
+      0, 0, 0 },
 
-    { "pid_file", fcd_conf_set_str, offsetof(fcd_conf_t, pid_file),
-      sizeof(((fcd_conf_t *) 0)->pid_file), 0 },
+    { "redis_password_file", fcd_conf_set_str,
+      fcd_conf_field(redis_password_file),
+      FCD_CONF_SECRET, offsetof(fcd_conf_t, redis_password) },
+
+    { "release_script", fcd_conf_set_str, fcd_conf_field(release_script),
+      FCD_CONF_REQUIRED, 0 },
+
+    { "log_file", fcd_conf_set_str, fcd_conf_field(log_file), 0, 0 },
+
+    { "log_level", fcd_conf_set_level, 0, 0, 0, 0 },
+
+    { "pid_file", fcd_conf_set_str, fcd_conf_field(pid_file), 0, 0 },
 
     { "tick_interval_ms", fcd_conf_set_msec,
-      offsetof(fcd_conf_t, tick_interval_ms), 0, 0 },
+      offsetof(fcd_conf_t, tick_interval_ms), 0, 0, 0 },
 
-    { "vat", fcd_conf_set_vat, 0, 0, FCD_CONF_MULTI },
+    { "vat", fcd_conf_set_vat, 0, 0, FCD_CONF_MULTI, 0 },
 };
 
 #define FCD_CONF_NKEYS  (sizeof(fcd_conf_keys) / sizeof(fcd_conf_keys[0]))
@@ -106,11 +126,12 @@ fcd_conf_load(const char *path, fcd_conf_t *conf, char *err, size_t errlen)
     FILE                  *f;
     size_t                 cap, i;
     ssize_t                n;
-    unsigned               lineno, pw_line, seen[FCD_CONF_NKEYS];
+    unsigned               lineno, seen[FCD_CONF_NKEYS];
     const fcd_conf_key_t  *key;
 
     memset(conf, 0, sizeof(fcd_conf_t));
-    conf->pg_port = 5432;
+    conf->pg_port = FCD_PG_PORT_DEFAULT;
+    conf->redis_port = FCD_REDIS_PORT_DEFAULT;
     conf->log_level = FC_LOG_INFO;
     conf->tick_interval_ms = FCD_TICK_DEFAULT_MS;
     fc_vat_table_init(&conf->vat);
@@ -126,7 +147,6 @@ fcd_conf_load(const char *path, fcd_conf_t *conf, char *err, size_t errlen)
     line = NULL;
     cap = 0;
     lineno = 0;
-    pw_line = 0;
     rc = -1;
 
     while ((n = getline(&line, &cap, f)) != -1) {
@@ -215,10 +235,6 @@ fcd_conf_load(const char *path, fcd_conf_t *conf, char *err, size_t errlen)
         }
 
         seen[i] = lineno;
-
-        if (strcmp(key->name, "pg_password_file") == 0) {
-            pw_line = lineno;
-        }
     }
 
     if (ferror(f)) {
@@ -234,10 +250,16 @@ fcd_conf_load(const char *path, fcd_conf_t *conf, char *err, size_t errlen)
         }
     }
 
-    if (pw_line != 0 && fcd_conf_read_password(conf, msg, sizeof(msg)) != 0)
-    {
-        snprintf(err, errlen, "%s:%u: %s", path, pw_line, msg);
-        goto done;
+    /* only once the whole file is valid: a refused one reads no secret */
+    for (i = 0; i < FCD_CONF_NKEYS; i++) {
+        key = &fcd_conf_keys[i];
+
+        if ((key->flags & FCD_CONF_SECRET) && seen[i]
+            && fcd_conf_read_password(conf, key, msg, sizeof(msg)) != 0)
+        {
+            snprintf(err, errlen, "%s:%u: %s", path, seen[i], msg);
+            goto done;
+        }
     }
 
     rc = 0;
@@ -259,6 +281,7 @@ void
 fcd_conf_clear(fcd_conf_t *conf)
 {
     explicit_bzero(conf->pg_password, sizeof(conf->pg_password));
+    explicit_bzero(conf->redis_password, sizeof(conf->redis_password));
 }
 
 
@@ -270,6 +293,15 @@ fcd_conf_pg_changed(const fcd_conf_t *a, const fcd_conf_t *b)
            || strcmp(a->pg_dbname, b->pg_dbname) != 0
            || strcmp(a->pg_user, b->pg_user) != 0
            || strcmp(a->pg_password, b->pg_password) != 0;
+}
+
+
+int
+fcd_conf_redis_changed(const fcd_conf_t *a, const fcd_conf_t *b)
+{
+    return strcmp(a->redis_host, b->redis_host) != 0
+           || a->redis_port != b->redis_port
+           || strcmp(a->redis_password, b->redis_password) != 0;
 }
 
 
@@ -294,34 +326,40 @@ fcd_conf_set_str(fcd_conf_t *conf, const fcd_conf_key_t *key,
 
 
 /*
- * A numeric address is passed to libpq as hostaddr, so that no name is
- * ever resolved; a path is a directory holding the server's socket.
+ * A host is a numeric address, so that no name is ever resolved (libpq
+ * gets it as hostaddr), or an absolute path: the directory of
+ * PostgreSQL's socket, or Redis's socket itself.
  */
 
 static int
 fcd_conf_set_host(fcd_conf_t *conf, const fcd_conf_key_t *key,
     const char *value, size_t len, char *msg, size_t msglen)
 {
-    unsigned char  addr[sizeof(struct in6_addr)];
+    int            *is_addr;
+    char           *host;
+    unsigned char   addr[sizeof(struct in6_addr)];
 
     if (fcd_conf_set_str(conf, key, value, len, msg, msglen) != 0) {
         return -1;
     }
 
-    if (conf->pg_host[0] == '/') {
-        conf->pg_host_is_addr = 0;
+    host = (char *) conf + key->offset;
+    is_addr = (int *) ((char *) conf + key->aux);
+
+    if (host[0] == '/') {
+        *is_addr = 0;
         return 0;
     }
 
-    if (inet_pton(AF_INET, conf->pg_host, addr) == 1
-        || inet_pton(AF_INET6, conf->pg_host, addr) == 1)
+    if (inet_pton(AF_INET, host, addr) == 1
+        || inet_pton(AF_INET6, host, addr) == 1)
     {
-        conf->pg_host_is_addr = 1;
+        *is_addr = 1;
         return 0;
     }
 
-    snprintf(msg, msglen, "pg_host \"%.*s\" is neither a numeric address "
-             "nor an absolute socket directory", (int) (len < 64 ? len : 64),
+    snprintf(msg, msglen, "%s \"%.*s\" is neither a numeric address "
+             "nor an absolute path", key->name, (int) (len < 64 ? len : 64),
              value);
 
     return -1;
@@ -340,7 +378,7 @@ fcd_conf_set_port(fcd_conf_t *conf, const fcd_conf_key_t *key,
         return -1;
     }
 
-    conf->pg_port = (int) n;
+    *(int *) ((char *) conf + key->offset) = (int) n;
 
     return 0;
 }
@@ -424,33 +462,39 @@ fcd_conf_number(const char *value, size_t len, int64_t min, int64_t max,
 
 
 /*
- * The password is the file's first line.  It is read when the
+ * The password is the first line of the file the key names, read into
+ * the field key->aux, FCD_PASSWORD_LEN bytes.  It is read when the
  * configuration is, so that a missing file is reported as a
  * configuration error rather than as a failing connection later; its
  * contents never appear in a message.
  */
 
 static int
-fcd_conf_read_password(fcd_conf_t *conf, char *msg, size_t msglen)
+fcd_conf_read_password(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    char *msg, size_t msglen)
 {
-    int          fd;
-    char        *nl;
-    size_t       len;
-    ssize_t      n;
-    struct stat  st;
+    int           fd;
+    char         *nl, *pw;
+    size_t        len;
+    ssize_t       n;
+    const char   *path;
+    struct stat   st;
 
-    fd = open(conf->pg_password_file, O_RDONLY | O_CLOEXEC);
+    path = (const char *) conf + key->offset;
+    pw = (char *) conf + key->aux;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
 
     if (fd == -1) {
-        snprintf(msg, msglen, "cannot open pg_password_file \"%.256s\": %s",
-                 conf->pg_password_file, strerror(errno));
+        snprintf(msg, msglen, "cannot open %s \"%.256s\": %s", key->name,
+                 path, strerror(errno));
         return -1;
     }
 
     if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
         close(fd);
-        snprintf(msg, msglen, "pg_password_file \"%.256s\" is not a file",
-                 conf->pg_password_file);
+        snprintf(msg, msglen, "%s \"%.256s\" is not a file", key->name,
+                 path);
         return -1;
     }
 
@@ -458,49 +502,47 @@ fcd_conf_read_password(fcd_conf_t *conf, char *msg, size_t msglen)
     len = 0;
 
     do {
-        n = read(fd, conf->pg_password + len,
-                 sizeof(conf->pg_password) - 1 - len);
+        n = read(fd, pw + len, FCD_PASSWORD_LEN - 1 - len);
 
         if (n > 0) {
             len += (size_t) n;
         }
 
     } while ((n > 0 || (n == -1 && errno == EINTR))
-             && len < sizeof(conf->pg_password) - 1);
+             && len < FCD_PASSWORD_LEN - 1);
 
     close(fd);
 
     if (n == -1) {
-        fcd_conf_clear(conf);
-        snprintf(msg, msglen, "cannot read pg_password_file \"%.256s\": %s",
-                 conf->pg_password_file, strerror(errno));
+        explicit_bzero(pw, FCD_PASSWORD_LEN);
+        snprintf(msg, msglen, "cannot read %s \"%.256s\": %s", key->name,
+                 path, strerror(errno));
         return -1;
     }
 
-    conf->pg_password[len] = '\0';
-    nl = memchr(conf->pg_password, '\n', len);
+    pw[len] = '\0';
+    nl = memchr(pw, '\n', len);
 
-    if (nl == NULL && len == sizeof(conf->pg_password) - 1) {
-        fcd_conf_clear(conf);
-        snprintf(msg, msglen, "password in \"%.256s\" is longer than %zu bytes",
-                 conf->pg_password_file, sizeof(conf->pg_password) - 2);
+    if (nl == NULL && len == FCD_PASSWORD_LEN - 1) {
+        explicit_bzero(pw, FCD_PASSWORD_LEN);
+        snprintf(msg, msglen, "password in \"%.256s\" is longer than %d "
+                 "bytes", path, FCD_PASSWORD_LEN - 2);
         return -1;
     }
 
     if (nl != NULL) {
-        len = (size_t) (nl - conf->pg_password);
+        len = (size_t) (nl - pw);
     }
 
-    if (len > 0 && conf->pg_password[len - 1] == '\r') {
+    if (len > 0 && pw[len - 1] == '\r') {
         len--;
     }
 
     /* wipe what followed the first line too */
-    explicit_bzero(conf->pg_password + len, sizeof(conf->pg_password) - len);
+    explicit_bzero(pw + len, FCD_PASSWORD_LEN - len);
 
     if (len == 0) {
-        snprintf(msg, msglen, "pg_password_file \"%.256s\" is empty",
-                 conf->pg_password_file);
+        snprintf(msg, msglen, "%s \"%.256s\" is empty", key->name, path);
         return -1;
     }
 

@@ -42,13 +42,12 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "fcd_conf.h"
+
 
 #define FCCTL_OK                 0
 #define FCCTL_DIFFERENT          1
 #define FCCTL_FAILED             2
-
-#define FCCTL_CONF_VALUE_LEN     PATH_MAX
-#define FCCTL_SECRET_LEN         256
 
 #define FCCTL_CONNECT_TIMEOUT    5        /* seconds */
 #define FCCTL_REDIS_TIMEOUT      30       /* seconds, per reply */
@@ -73,17 +72,6 @@
 
 
 typedef struct {
-    char              pg_host[FCCTL_CONF_VALUE_LEN];
-    char              pg_port[16];
-    char              pg_dbname[FCCTL_CONF_VALUE_LEN];
-    char              pg_user[FCCTL_CONF_VALUE_LEN];
-    char              pg_password_file[FCCTL_CONF_VALUE_LEN];
-    char              redis_host[FCCTL_CONF_VALUE_LEN];
-    int               redis_port;
-    char              redis_password_file[FCCTL_CONF_VALUE_LEN];
-} fcctl_conf_t;
-
-typedef struct {
     int               argc;
     int               nalloc;
     int               failed;       /* out of memory on the way */
@@ -93,7 +81,7 @@ typedef struct {
 
 typedef struct {
     const char       *conf_path;
-    fcctl_conf_t      conf;
+    fcd_conf_t        conf;
     PGconn           *pg;
     redisContext     *redis;
     int64_t           contract;     /* 0: every contract */
@@ -114,10 +102,6 @@ typedef struct {
 
 
 static void fcctl_usage(FILE *out);
-static int fcctl_conf_load(const char *path, fcctl_conf_t *conf);
-static int fcctl_conf_set(fcctl_conf_t *conf, const char *key,
-    const char *value, char *msg, size_t msglen);
-static int fcctl_read_secret(const char *path, char *buf, size_t size);
 static int fcctl_pg_connect(fcctl_t *fc);
 static int fcctl_redis_connect(fcctl_t *fc);
 static int fcctl_load_expected(fcctl_t *fc);
@@ -167,6 +151,7 @@ int
 main(int argc, char **argv)
 {
     int          rc, opt;
+    char         err[FCD_ERR_LEN];
     fcctl_t      fc;
     const char  *command;
 
@@ -212,7 +197,8 @@ main(int argc, char **argv)
                  fc.contract);
     }
 
-    if (fcctl_conf_load(fc.conf_path, &fc.conf) != 0) {
+    if (fcd_conf_load(fc.conf_path, &fc.conf, err, sizeof(err)) != 0) {
+        fcctl_error("%s", err);
         return FCCTL_FAILED;
     }
 
@@ -225,14 +211,19 @@ main(int argc, char **argv)
         || fc.actual == NULL)
     {
         fcctl_error("out of memory");
+        fcd_conf_clear(&fc.conf);
         return FCCTL_FAILED;
     }
 
     rc = FCCTL_FAILED;
 
     if (fcctl_pg_connect(&fc) != 0 || fcctl_redis_connect(&fc) != 0) {
+        fcd_conf_clear(&fc.conf);
         goto done;
     }
+
+    /* the passwords served their purpose */
+    fcd_conf_clear(&fc.conf);
 
     if (strcmp(command, "compare") == 0) {
         rc = fcctl_compare(&fc);
@@ -277,228 +268,28 @@ fcctl_usage(FILE *out)
 
 
 /*
- * The configuration is fcd's own file (core/daemon/fcd_conf.c): "key =
- * value" lines, '#' comments.  fcctl takes the keys it needs and leaves
- * the daemon's other keys to the daemon, which checks them.
- *
- * Returns 0, or -1 after printing "<path>:<line>: <reason>".
+ * The configuration is fcd's own file, read by fcd's own parser
+ * (core/daemon/fcd_conf.c): the same keys, the same checks, and the
+ * passwords already read from their files.
  */
-
-static int
-fcctl_conf_load(const char *path, fcctl_conf_t *conf)
-{
-    int       rc;
-    char     *line, *p, *end, *eq, *kend;
-    char      msg[256];
-    FILE     *f;
-    size_t    cap;
-    ssize_t   n;
-    unsigned  lineno;
-
-    memset(conf, 0, sizeof(fcctl_conf_t));
-    strcpy(conf->pg_host, "127.0.0.1");
-    strcpy(conf->pg_port, "5432");
-    strcpy(conf->redis_host, "127.0.0.1");
-    conf->redis_port = 6379;
-
-    f = fopen(path, "r");
-
-    if (f == NULL) {
-        fcctl_error("%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-
-    line = NULL;
-    cap = 0;
-    lineno = 0;
-    rc = -1;
-
-    while ((n = getline(&line, &cap, f)) != -1) {
-        lineno++;
-
-        p = line;
-        end = line + n;
-
-        while (p < end && (*p == ' ' || *p == '\t')) {
-            p++;
-        }
-
-        while (end > p && (end[-1] == '\n' || end[-1] == '\r'
-                           || end[-1] == ' ' || end[-1] == '\t'))
-        {
-            end--;
-        }
-
-        if (p == end || *p == '#') {
-            continue;
-        }
-
-        *end = '\0';
-        eq = strchr(p, '=');
-
-        if (eq == NULL || eq == p) {
-            fcctl_error("%s:%u: expected \"key = value\"", path, lineno);
-            goto done;
-        }
-
-        kend = eq;
-
-        while (kend > p && (kend[-1] == ' ' || kend[-1] == '\t')) {
-            kend--;
-        }
-
-        *kend = '\0';
-
-        for (eq++; *eq == ' ' || *eq == '\t'; eq++) {
-            /* void */
-        }
-
-        if (fcctl_conf_set(conf, p, eq, msg, sizeof(msg)) != 0) {
-            fcctl_error("%s:%u: %s", path, lineno, msg);
-            goto done;
-        }
-    }
-
-    if (ferror(f)) {
-        fcctl_error("%s: read error", path);
-        goto done;
-    }
-
-    if (conf->pg_dbname[0] == '\0' || conf->pg_user[0] == '\0') {
-        fcctl_error("%s: pg_dbname and pg_user are required", path);
-        goto done;
-    }
-
-    rc = 0;
-
-done:
-
-    free(line);
-    fclose(f);
-
-    return rc;
-}
-
-
-/* stores value if key is one of fcctl's; 0, or -1 with a reason in msg */
-
-static int
-fcctl_conf_set(fcctl_conf_t *conf, const char *key, const char *value,
-    char *msg, size_t msglen)
-{
-    char     *dst;
-    int64_t   port;
-
-    if (strcmp(key, "pg_port") == 0 || strcmp(key, "redis_port") == 0) {
-        if (fcctl_parse_i64(value, 1, 65535, &port) != 0) {
-            snprintf(msg, msglen, "%s: must be a port from 1 to 65535, "
-                     "got \"%.32s\"", key, value);
-            return -1;
-        }
-
-        if (key[0] == 'p') {
-            snprintf(conf->pg_port, sizeof(conf->pg_port), "%" PRId64,
-                     port);
-
-        } else {
-            conf->redis_port = (int) port;
-        }
-
-        return 0;
-    }
-
-    if (strcmp(key, "pg_host") == 0) {
-        dst = conf->pg_host;
-
-    } else if (strcmp(key, "pg_dbname") == 0) {
-        dst = conf->pg_dbname;
-
-    } else if (strcmp(key, "pg_user") == 0) {
-        dst = conf->pg_user;
-
-    } else if (strcmp(key, "pg_password_file") == 0) {
-        dst = conf->pg_password_file;
-
-    } else if (strcmp(key, "redis_host") == 0) {
-        dst = conf->redis_host;
-
-    } else if (strcmp(key, "redis_password_file") == 0) {
-        dst = conf->redis_password_file;
-
-    } else {
-        return 0;
-    }
-
-    if (value[0] == '\0' || strlen(value) >= FCCTL_CONF_VALUE_LEN) {
-        snprintf(msg, msglen, "%s: must be 1 to %d characters", key,
-                 FCCTL_CONF_VALUE_LEN - 1);
-        return -1;
-    }
-
-    memcpy(dst, value, strlen(value) + 1);
-
-    return 0;
-}
-
-
-/*
- * Reads the first line of a password file into buf.  Returns 0, or -1
- * after printing why (the file's name, never its contents).
- */
-
-static int
-fcctl_read_secret(const char *path, char *buf, size_t size)
-{
-    FILE    *f;
-    size_t   n;
-
-    f = fopen(path, "r");
-
-    if (f == NULL) {
-        fcctl_error("%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-
-    if (fgets(buf, (int) size, f) == NULL) {
-        buf[0] = '\0';
-    }
-
-    fclose(f);
-
-    n = strcspn(buf, "\r\n");
-
-    if (buf[n] == '\0' && n == size - 1) {
-        explicit_bzero(buf, size);
-        fcctl_error("%s: the password is longer than %zu bytes", path,
-                    size - 2);
-        return -1;
-    }
-
-    buf[n] = '\0';
-
-    if (n == 0) {
-        fcctl_error("%s: the file holds no password", path);
-        return -1;
-    }
-
-    return 0;
-}
-
 
 static int
 fcctl_pg_connect(fcctl_t *fc)
 {
     int            i;
-    char           password[FCCTL_SECRET_LEN];
-    char           timeout[16];
+    char           port[16], timeout[16];
     const char    *keys[8], *values[8], *msg;
-    fcctl_conf_t  *conf;
+    fcd_conf_t    *conf;
 
     conf = &fc->conf;
     i = 0;
 
-    keys[i] = "host";               values[i++] = conf->pg_host;
-    keys[i] = "port";               values[i++] = conf->pg_port;
+    snprintf(port, sizeof(port), "%d", conf->pg_port);
+
+    /* hostaddr: a numeric address is used as it is, never resolved */
+    keys[i] = conf->pg_host_is_addr ? "hostaddr" : "host";
+    values[i++] = conf->pg_host;
+    keys[i] = "port";               values[i++] = port;
     keys[i] = "dbname";             values[i++] = conf->pg_dbname;
     keys[i] = "user";               values[i++] = conf->pg_user;
     keys[i] = "application_name";   values[i++] = "fcctl";
@@ -506,15 +297,8 @@ fcctl_pg_connect(fcctl_t *fc)
     snprintf(timeout, sizeof(timeout), "%d", FCCTL_CONNECT_TIMEOUT);
     keys[i] = "connect_timeout";    values[i++] = timeout;
 
-    if (conf->pg_password_file[0] != '\0') {
-        if (fcctl_read_secret(conf->pg_password_file, password,
-                              sizeof(password))
-            != 0)
-        {
-            return -1;
-        }
-
-        keys[i] = "password";       values[i++] = password;
+    if (conf->pg_password[0] != '\0') {
+        keys[i] = "password";       values[i++] = conf->pg_password;
     }
 
     keys[i] = NULL;
@@ -522,12 +306,10 @@ fcctl_pg_connect(fcctl_t *fc)
 
     fc->pg = PQconnectdbParams(keys, values, 0);
 
-    explicit_bzero(password, sizeof(password));
-
     if (fc->pg == NULL || PQstatus(fc->pg) != CONNECTION_OK) {
         msg = fc->pg ? PQerrorMessage(fc->pg) : "out of memory\n";
         fcctl_error("cannot connect to postgresql at %s port %s as %s: %.*s",
-                    conf->pg_host, conf->pg_port, conf->pg_user,
+                    conf->pg_host, port, conf->pg_user,
                     (int) strcspn(msg, "\n"), msg);
         return -1;
     }
@@ -539,23 +321,22 @@ fcctl_pg_connect(fcctl_t *fc)
 static int
 fcctl_redis_connect(fcctl_t *fc)
 {
-    char            password[FCCTL_SECRET_LEN];
     const char     *argv[2];
     size_t          lens[2];
     redisReply     *r;
-    fcctl_conf_t   *conf;
+    fcd_conf_t     *conf;
     struct timeval  tv;
 
     conf = &fc->conf;
     tv.tv_sec = FCCTL_CONNECT_TIMEOUT;
     tv.tv_usec = 0;
 
-    if (conf->redis_host[0] == '/') {
-        fc->redis = redisConnectUnixWithTimeout(conf->redis_host, tv);
-
-    } else {
+    if (conf->redis_host_is_addr) {
         fc->redis = redisConnectWithTimeout(conf->redis_host,
                                             conf->redis_port, tv);
+
+    } else {
+        fc->redis = redisConnectUnixWithTimeout(conf->redis_host, tv);
     }
 
     if (fc->redis == NULL || fc->redis->err) {
@@ -568,25 +349,16 @@ fcctl_redis_connect(fcctl_t *fc)
     tv.tv_sec = FCCTL_REDIS_TIMEOUT;
     redisSetTimeout(fc->redis, tv);
 
-    if (conf->redis_password_file[0] == '\0') {
+    if (conf->redis_password[0] == '\0') {
         return 0;
-    }
-
-    if (fcctl_read_secret(conf->redis_password_file, password,
-                          sizeof(password))
-        != 0)
-    {
-        return -1;
     }
 
     argv[0] = "AUTH";
     lens[0] = 4;
-    argv[1] = password;
-    lens[1] = strlen(password);
+    argv[1] = conf->redis_password;
+    lens[1] = strlen(conf->redis_password);
 
     r = redisCommandArgv(fc->redis, 2, argv, lens);
-
-    explicit_bzero(password, sizeof(password));
 
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         fcctl_error("redis at %s port %d refused the password from %s: %s",
