@@ -591,6 +591,14 @@ ngx_http_fc_error_page(ngx_http_request_t *r)
 
     status = r->err_status ? r->err_status : NGX_HTTP_INTERNAL_SERVER_ERROR;
 
+    /* nginx's own code for a header too large is answered as a 400 */
+    if (status == NGX_HTTP_REQUEST_HEADER_TOO_LARGE) {
+        ngx_http_fc_finalize_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
+                                   "a request header or cookie is too "
+                                   "large");
+        return NGX_DONE;
+    }
+
     /* nginx cleared the context on the redirect; metrics count "other" */
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_fc_ctx_t));
     if (ctx != NULL) {
@@ -608,6 +616,8 @@ ngx_http_fc_error_page(ngx_http_request_t *r)
                                ? "too many requests, retry later"
                                : status == NGX_HTTP_NOT_FOUND
                                ? "no such resource"
+                               : status == NGX_HTTP_REQUEST_URI_TOO_LARGE
+                               ? "the request URI is too long"
                                : status >= 500
                                ? "the server could not complete the request"
                                : "the request was not understood");
