@@ -44,20 +44,6 @@
 
 typedef struct {
     ngx_http_fc_ctx_t         *ctx;
-    json_t                    *req;
-    json_t                    *res;
-    u_char                    *password;
-    u_char                    *hash;
-    ngx_int_t                  password_ok;
-    ngx_uint_t                 verified;
-    size_t                     redis_next;
-    ngx_uint_t                 redis_failed;
-    ngx_event_t                delay;
-} ngx_http_fc_sql_t;
-
-
-typedef struct {
-    ngx_http_fc_ctx_t         *ctx;
     json_t                    *lookup;      /* terminal, card, product */
     json_t                    *term;
     json_t                    *card;
@@ -80,8 +66,6 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_fc_sql_build(ngx_http_fc_sql_t *s);
-static ngx_int_t ngx_http_fc_sql_call(ngx_http_fc_sql_t *s,
-    const char *route);
 static void ngx_http_fc_sql_done(ngx_fc_pg_query_t *q);
 static void ngx_http_fc_sql_step(ngx_http_fc_sql_t *s);
 static void ngx_http_fc_sql_verify(void *data);
@@ -115,7 +99,6 @@ static ngx_int_t ngx_http_fc_sha256_hex(u_char *data, size_t len,
     u_char *out);
 static json_t *ngx_http_fc_query_json(ngx_http_request_t *r);
 static ngx_int_t ngx_http_fc_bearer(ngx_http_request_t *r, ngx_str_t *token);
-static const char *ngx_http_fc_pstrdup(ngx_pool_t *pool, const char *s);
 static ngx_int_t ngx_http_fc_get_int(ngx_http_request_t *r, json_t *obj,
     const char *field, int64_t min, int64_t max, ngx_uint_t required,
     int64_t *out);
@@ -127,6 +110,25 @@ static const char *ngx_http_fc_get_text(ngx_http_request_t *r,
 void
 ngx_http_fc_sql_route(ngx_http_fc_ctx_t *ctx)
 {
+    ngx_http_fc_sql_t  *s;
+
+    s = ngx_http_fc_sql_create(ctx);
+    if (s == NULL) {
+        return;
+    }
+
+    ngx_http_fc_sql_start(s);
+}
+
+
+/*
+ * Prepares the SQL call of a route: the request JSON, with its cleanup.
+ * Answers 500 and returns NULL on failure.  A handler may add fields to
+ * s->req (what only nginx can vouch for) before ngx_http_fc_sql_start().
+ */
+ngx_http_fc_sql_t *
+ngx_http_fc_sql_create(ngx_http_fc_ctx_t *ctx)
+{
     ngx_http_request_t  *r;
     ngx_pool_cleanup_t  *cln;
     ngx_http_fc_sql_t   *s;
@@ -134,17 +136,12 @@ ngx_http_fc_sql_route(ngx_http_fc_ctx_t *ctx)
     r = ctx->request;
 
     s = ngx_pcalloc(r->pool, sizeof(ngx_http_fc_sql_t));
-    if (s == NULL) {
-        ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                   "internal_error", "out of memory");
-        return;
-    }
-
     cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
+
+    if (s == NULL || cln == NULL) {
         ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                    "internal_error", "out of memory");
-        return;
+        return NULL;
     }
 
     cln->handler = ngx_http_fc_sql_cleanup;
@@ -156,13 +153,21 @@ ngx_http_fc_sql_route(ngx_http_fc_ctx_t *ctx)
     if (ngx_http_fc_sql_build(s) != NGX_OK) {
         ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                    "internal_error", "out of memory");
-        return;
+        return NULL;
     }
 
-    if (ngx_http_fc_sql_call(s, (const char *) ctx->route->name.data)
+    return s;
+}
+
+
+void
+ngx_http_fc_sql_start(ngx_http_fc_sql_t *s)
+{
+    if (ngx_http_fc_sql_call(s, (const char *) s->ctx->route->name.data)
         != NGX_OK)
     {
-        ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+        ngx_http_fc_finalize_error(s->ctx->request,
+                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
                                    "internal_error", "out of memory");
     }
 }
@@ -272,7 +277,7 @@ ngx_http_fc_sql_build(ngx_http_fc_sql_t *s)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_fc_sql_call(ngx_http_fc_sql_t *s, const char *route)
 {
     char                *text;
@@ -451,6 +456,12 @@ ngx_http_fc_sql_step(ngx_http_fc_sql_t *s)
                                        "could not check the password");
         }
 
+        return;
+    }
+
+    if (json_object_get(s->res, "bank") != NULL && !s->bank_called) {
+        s->bank_called = 1;
+        ngx_http_fc_bank_call(s);
         return;
     }
 
@@ -891,6 +902,15 @@ ngx_http_fc_sql_send(ngx_http_fc_sql_t *s)
                                    "service_unavailable",
                                    "the change is saved but not yet in "
                                    "force at the stations; retry later");
+        return;
+    }
+
+    body = json_object_get(s->res, "text");
+    if (json_is_string(body)) {
+        ngx_http_fc_send_body(r, code, "text/plain",
+                              (u_char *) ngx_http_fc_pstrdup(r->pool,
+                                  json_string_value(body)),
+                              json_string_length(body));
         return;
     }
 
@@ -1920,7 +1940,7 @@ ngx_http_fc_bearer(ngx_http_request_t *r, ngx_str_t *token)
 }
 
 
-static const char *
+const char *
 ngx_http_fc_pstrdup(ngx_pool_t *pool, const char *s)
 {
     size_t   len;

@@ -17,8 +17,36 @@
 #define NGX_HTTP_FC_PATCH          NGX_HTTP_PATCH
 
 
+/* the state of a route answered by fc_api() */
+typedef struct {
+    ngx_http_fc_ctx_t         *ctx;
+    json_t                    *req;        /* what fc_api() is given */
+    json_t                    *res;        /* its latest answer */
+    u_char                    *password;
+    u_char                    *hash;
+    ngx_int_t                  password_ok;
+    ngx_uint_t                 verified;
+    ngx_uint_t                 bank_called;
+    ngx_str_t                  bank_body;  /* the request to the bank */
+    ngx_str_t                  bank_answer;
+    ngx_uint_t                 bank_status;
+    size_t                     redis_next;
+    ngx_uint_t                 redis_failed;
+    ngx_event_t                delay;
+} ngx_http_fc_sql_t;
+
+
 void ngx_http_fc_sql_route(ngx_http_fc_ctx_t *ctx);
+ngx_http_fc_sql_t *ngx_http_fc_sql_create(ngx_http_fc_ctx_t *ctx);
+void ngx_http_fc_sql_start(ngx_http_fc_sql_t *s);
+ngx_int_t ngx_http_fc_sql_call(ngx_http_fc_sql_t *s, const char *route);
+const char *ngx_http_fc_pstrdup(ngx_pool_t *pool, const char *s);
+
 void ngx_http_fc_pos_authorize(ngx_http_fc_ctx_t *ctx);
+
+void ngx_http_fc_bank_call(ngx_http_fc_sql_t *s);
+void ngx_http_fc_bank_notification(ngx_http_fc_ctx_t *ctx);
+ngx_int_t ngx_http_fc_bank_add_variables(ngx_conf_t *cf);
 
 
 #define ngx_http_fc_sql(group, method, pattern, name, flags)                 \
@@ -76,6 +104,21 @@ void ngx_http_fc_pos_authorize(ngx_http_fc_ctx_t *ctx);
                     "limit_delete", 0),                                     \
     ngx_http_fc_sql("api", NGX_HTTP_GET, "/api/v1/transactions",            \
                     "transactions_list", 0),                                \
+    ngx_http_fc_sql("api", NGX_HTTP_POST, "/api/v1/contracts/{}/topups",    \
+                    "topup_create", NGX_HTTP_FC_JSON_BODY),                 \
+    ngx_http_fc_sql("api", NGX_HTTP_GET, "/api/v1/payments",                \
+                    "payments_list", 0),                                    \
+    ngx_http_fc_sql("api", NGX_HTTP_GET, "/api/v1/payments/{}",             \
+                    "payment_get", 0),                                      \
+    ngx_http_fc_sql("api", NGX_HTTP_GET, "/api/v1/backoffice/outbox",       \
+                    "backoffice_outbox", 0),                                \
+    ngx_http_fc_sql("api", NGX_HTTP_POST,                                   \
+                    "/api/v1/backoffice/outbox/{}/retry",                   \
+                    "backoffice_outbox_retry", NGX_HTTP_FC_JSON_OPTIONAL),  \
+                                                                            \
+    ngx_http_fc_route("bank", NGX_HTTP_POST, "/bank/v1/tbank/notification", \
+                      ngx_http_fc_bank_notification, "bank_notification",   \
+                      NGX_HTTP_FC_JSON_BODY),                               \
                                                                             \
     ngx_http_fc_sql("mobile", NGX_HTTP_POST, "/mobile/v1/token",            \
                     "mobile_token", NGX_HTTP_FC_JSON_BODY),                 \

@@ -96,6 +96,9 @@ static void ngx_http_fc_ready_pg_done(ngx_fc_pg_query_t *q);
 static void ngx_http_fc_ready_redis_done(ngx_fc_redis_cmd_t *cmd);
 static void ngx_http_fc_ready_finish(ngx_http_fc_ready_t *rd);
 static void ngx_http_fc_metrics(ngx_http_fc_ctx_t *ctx);
+static void ngx_http_fc_metrics_pg_done(ngx_fc_pg_query_t *q);
+static void ngx_http_fc_metrics_render(ngx_http_fc_ctx_t *ctx,
+    ngx_str_t *extra);
 static void ngx_http_fc_test_pg_sleep(ngx_http_fc_ctx_t *ctx);
 static void ngx_http_fc_test_pg_done(ngx_fc_pg_query_t *q);
 static void ngx_http_fc_test_redis(ngx_http_fc_ctx_t *ctx);
@@ -119,6 +122,7 @@ static char *ngx_http_fc_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_fc_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_fc_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static ngx_int_t ngx_http_fc_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_fc_postconfiguration(ngx_conf_t *cf);
 
 
@@ -171,7 +175,7 @@ static ngx_command_t  ngx_http_fc_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_fc_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_fc_preconfiguration,          /* preconfiguration */
     ngx_http_fc_postconfiguration,         /* postconfiguration */
 
     ngx_http_fc_create_main_conf,          /* create main configuration */
@@ -973,12 +977,59 @@ ngx_http_fc_ready_finish(ngx_http_fc_ready_t *rd)
 }
 
 
-/*
- * Prometheus text exposition of the shared counters.  The body is sized
- * generously up front; each line is bounded.
- */
 static void
 ngx_http_fc_metrics(ngx_http_fc_ctx_t *ctx)
+{
+    ngx_fc_pg_query_t   *q;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    q = ngx_pcalloc(r->pool, sizeof(ngx_fc_pg_query_t));
+    if (q == NULL) {
+        ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "internal_error", "out of memory");
+        return;
+    }
+
+    /* gauges that only PostgreSQL knows: the outbox, payments */
+    q->request = r;
+    q->sql = "SELECT fc_metrics_text()";
+    q->timeout = 1000;
+    q->handler = ngx_http_fc_metrics_pg_done;
+    q->data = ctx;
+
+    if (ngx_fc_pg_send(q) != NGX_OK) {
+        ngx_http_fc_metrics_render(ctx, NULL);
+    }
+}
+
+
+static void
+ngx_http_fc_metrics_pg_done(ngx_fc_pg_query_t *q)
+{
+    ngx_str_t  text, *tp;
+
+    tp = NULL;
+
+    if (q->rc == NGX_OK && PQntuples(q->result) == 1
+        && !PQgetisnull(q->result, 0, 0))
+    {
+        text.data = (u_char *) PQgetvalue(q->result, 0, 0);
+        text.len = PQgetlength(q->result, 0, 0);
+        tp = &text;
+    }
+
+    ngx_http_fc_metrics_render(q->data, tp);
+}
+
+
+/*
+ * Prometheus text exposition of the shared counters, followed by the
+ * gauges PostgreSQL computed (when it answered).
+ */
+static void
+ngx_http_fc_metrics_render(ngx_http_fc_ctx_t *ctx, ngx_str_t *extra)
 {
     u_char                 *buf, *p, *end;
     size_t                  size;
@@ -1004,7 +1055,8 @@ ngx_http_fc_metrics(ngx_http_fc_ctx_t *ctx)
 
     nroutes = sizeof(ngx_http_fc_routes) / sizeof(ngx_http_fc_route_t) - 1;
     size = 4096 + (nroutes + 1) * NGX_HTTP_FC_STATUS_N * 96
-           + NGX_FC_BACKEND_N * (NGX_HTTP_FC_BUCKETS_N + 8) * 96;
+           + NGX_FC_BACKEND_N * (NGX_HTTP_FC_BUCKETS_N + 8) * 96
+           + (extra ? extra->len + 1 : 0);
 
     buf = ngx_pnalloc(r->pool, size);
     if (buf == NULL) {
@@ -1103,6 +1155,14 @@ ngx_http_fc_metrics(ngx_http_fc_ctx_t *ctx)
                 "fc_pool_waiting{backend=\"%s\"} %uA\n",
                 backends[i], busy, backends[i], idle, backends[i],
                 waiting);
+    }
+
+    if (extra && extra->len) {
+        p = ngx_cpymem(p, extra->data, ngx_min(extra->len, (size_t) (end - p)));
+
+        if (p < end && p[-1] != '\n') {
+            *p++ = '\n';
+        }
     }
 
     ngx_http_fc_send_body(r, NGX_HTTP_OK, "text/plain; version=0.0.4",
@@ -1698,6 +1758,13 @@ static char *
 ngx_http_fc_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
     return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_fc_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_fc_bank_add_variables(cf);
 }
 
 
