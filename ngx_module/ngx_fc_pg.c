@@ -1569,7 +1569,9 @@ ngx_fc_pg_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(pmcf->pool_size, 16);
 
     if (pmcf->keepalive == NGX_CONF_UNSET_UINT) {
-        pmcf->keepalive = ngx_min(8, pmcf->pool_size);
+        /* closing a connection that the next burst reopens costs a
+           backend start and a password exchange: keep them all */
+        pmcf->keepalive = pmcf->pool_size;
 
     } else if (pmcf->keepalive > pmcf->pool_size) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,

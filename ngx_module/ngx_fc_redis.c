@@ -362,7 +362,7 @@ ngx_http_fc_redis_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(rmcf->timeout, 1000);
 
     if (rmcf->keepalive == NGX_CONF_UNSET) {
-        rmcf->keepalive = ngx_min(8, rmcf->pool_size);
+        rmcf->keepalive = rmcf->pool_size;
 
     } else if (rmcf->keepalive > rmcf->pool_size) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

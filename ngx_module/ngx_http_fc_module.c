@@ -298,6 +298,10 @@ ngx_http_fc_handler(ngx_http_request_t *r)
             return rc;
         }
 
+        /* the answer finalizes the request; NGX_DONE then ends the
+           content phase without touching it again */
+        r->main->count++;
+
         if (allowed) {
             ngx_http_fc_finalize_error(r, NGX_HTTP_NOT_ALLOWED,
                                        "method_not_allowed",
@@ -594,6 +598,9 @@ ngx_http_fc_error_page(ngx_http_request_t *r)
     const char         *code;
 
     status = r->err_status ? r->err_status : NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    /* as in ngx_http_fc_handler: the answer finalizes, NGX_DONE follows */
+    r->main->count++;
 
     /* nginx's own code for a header too large is answered as a 400 */
     if (status == NGX_HTTP_REQUEST_HEADER_TOO_LARGE) {
@@ -1141,20 +1148,33 @@ ngx_http_fc_metrics_render(ngx_http_fc_ctx_t *ctx, ngx_str_t *extra)
             "# TYPE fc_pool_connections gauge\n");
 
     for (i = 0; i < NGX_FC_BACKEND_N; i++) {
-        busy = idle = waiting = 0;
+        busy = idle = 0;
 
         for (j = 0; j < NGX_HTTP_FC_WORKERS_MAX; j++) {
             busy += m->pool[j][i][0];
             idle += m->pool[j][i][1];
-            waiting += m->pool[j][i][2];
         }
 
         p = ngx_slprintf(p, end,
                 "fc_pool_connections{backend=\"%s\",state=\"busy\"} %uA\n"
-                "fc_pool_connections{backend=\"%s\",state=\"idle\"} %uA\n"
-                "fc_pool_waiting{backend=\"%s\"} %uA\n",
-                backends[i], busy, backends[i], idle, backends[i],
-                waiting);
+                "fc_pool_connections{backend=\"%s\",state=\"idle\"} %uA\n",
+                backends[i], busy, backends[i], idle);
+    }
+
+    p = ngx_slprintf(p, end,
+            "# HELP fc_pool_waiting Requests of all workers waiting for a "
+            "backend connection.\n"
+            "# TYPE fc_pool_waiting gauge\n");
+
+    for (i = 0; i < NGX_FC_BACKEND_N; i++) {
+        waiting = 0;
+
+        for (j = 0; j < NGX_HTTP_FC_WORKERS_MAX; j++) {
+            waiting += m->pool[j][i][2];
+        }
+
+        p = ngx_slprintf(p, end, "fc_pool_waiting{backend=\"%s\"} %uA\n",
+                         backends[i], waiting);
     }
 
     if (extra && extra->len) {
