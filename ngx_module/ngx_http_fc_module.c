@@ -96,6 +96,7 @@ static void ngx_http_fc_ready_pg_done(ngx_fc_pg_query_t *q);
 static void ngx_http_fc_ready_redis_done(ngx_fc_redis_cmd_t *cmd);
 static void ngx_http_fc_ready_finish(ngx_http_fc_ready_t *rd);
 static void ngx_http_fc_metrics(ngx_http_fc_ctx_t *ctx);
+static void ngx_http_fc_metrics_platform(ngx_http_fc_ctx_t *ctx);
 static void ngx_http_fc_metrics_pg_done(ngx_fc_pg_query_t *q);
 static void ngx_http_fc_metrics_render(ngx_http_fc_ctx_t *ctx,
     ngx_str_t *extra);
@@ -221,6 +222,8 @@ static ngx_http_fc_route_t  ngx_http_fc_routes[] = {
                       ngx_http_fc_ready, "ready", 0),
     ngx_http_fc_route("metrics", NGX_HTTP_GET, "/metrics",
                       ngx_http_fc_metrics, "metrics", 0),
+    ngx_http_fc_route("metrics", NGX_HTTP_GET, "/metrics/platform",
+                      ngx_http_fc_metrics_platform, "metrics_platform", 0),
 
     ngx_http_fc_route("test", NGX_HTTP_GET, "/_test/pg_sleep",
                       ngx_http_fc_test_pg_sleep, "test_pg_sleep",
@@ -987,6 +990,19 @@ ngx_http_fc_ready_finish(ngx_http_fc_ready_t *rd)
 static void
 ngx_http_fc_metrics(ngx_http_fc_ctx_t *ctx)
 {
+    ngx_http_fc_metrics_render(ctx, NULL);
+}
+
+
+/*
+ * /metrics/platform: gauges that only PostgreSQL knows (the outbox, the
+ * payments).  Kept apart from /metrics, which never touches a backend,
+ * so that reading nginx's counters never changes them and works in an
+ * outage.
+ */
+static void
+ngx_http_fc_metrics_platform(ngx_http_fc_ctx_t *ctx)
+{
     ngx_fc_pg_query_t   *q;
     ngx_http_request_t  *r;
 
@@ -999,7 +1015,6 @@ ngx_http_fc_metrics(ngx_http_fc_ctx_t *ctx)
         return;
     }
 
-    /* gauges that only PostgreSQL knows: the outbox, payments */
     q->request = r;
     q->sql = "SELECT fc_metrics_text()";
     q->timeout = 1000;
@@ -1007,7 +1022,8 @@ ngx_http_fc_metrics(ngx_http_fc_ctx_t *ctx)
     q->data = ctx;
 
     if (ngx_fc_pg_send(q) != NGX_OK) {
-        ngx_http_fc_metrics_render(ctx, NULL);
+        ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "internal_error", "out of memory");
     }
 }
 
@@ -1015,25 +1031,25 @@ ngx_http_fc_metrics(ngx_http_fc_ctx_t *ctx)
 static void
 ngx_http_fc_metrics_pg_done(ngx_fc_pg_query_t *q)
 {
-    ngx_str_t  text, *tp;
-
-    tp = NULL;
-
-    if (q->rc == NGX_OK && PQntuples(q->result) == 1
-        && !PQgetisnull(q->result, 0, 0))
+    if (q->rc != NGX_OK || PQntuples(q->result) != 1
+        || PQgetisnull(q->result, 0, 0))
     {
-        text.data = (u_char *) PQgetvalue(q->result, 0, 0);
-        text.len = PQgetlength(q->result, 0, 0);
-        tp = &text;
+        ngx_http_fc_finalize_error(q->request, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   "service_unavailable",
+                                   "postgres is unavailable");
+        return;
     }
 
-    ngx_http_fc_metrics_render(q->data, tp);
+    ngx_http_fc_send_body(q->request, NGX_HTTP_OK,
+                          "text/plain; version=0.0.4",
+                          (u_char *) PQgetvalue(q->result, 0, 0),
+                          PQgetlength(q->result, 0, 0));
 }
 
 
 /*
- * Prometheus text exposition of the shared counters, followed by the
- * gauges PostgreSQL computed (when it answered).
+ * Prometheus text exposition of the shared counters, with extra lines
+ * appended when given.
  */
 static void
 ngx_http_fc_metrics_render(ngx_http_fc_ctx_t *ctx, ngx_str_t *extra)
