@@ -174,7 +174,7 @@ def test_nginx_refuses_a_broken_directive_and_says_where(tmp, what, old,
 
 
 def test_nginx_refuses_a_keepalive_larger_than_the_pool(tmp):
-    text = edit(relocated_conf(tmp), "fc_pg_keepalive 8;",
+    text = edit(relocated_conf(tmp), "fc_pg_keepalive 16;",
                 "fc_pg_keepalive 20;")
     rc, out, path = nginx_test(tmp, text)
     assert rc == 1, out
