@@ -675,6 +675,8 @@ ngx_http_fc_status_code(ngx_uint_t status)
         return "bad_gateway";
     case NGX_HTTP_GATEWAY_TIME_OUT:
         return "gateway_timeout";
+    case NGX_HTTP_VERSION_NOT_SUPPORTED:
+        return "http_version_not_supported";
     default:
         return status >= 500 ? "internal_error" : "bad_request";
     }

@@ -292,7 +292,8 @@ def parse_env(text):
     return out
 
 
-def stack_processes(var, services=("pg", "redis", "daemon", "nginx")):
+def stack_processes(var, services=("pg", "redis", "daemon", "nginx",
+                                   "sandbox")):
     """Pids of processes that belong to the stack under `var`: their
     command line names a service directory, or their working directory
     is inside one (the same rule scripts/stack stop applies)."""

@@ -55,8 +55,9 @@ def test_unknown_path_is_a_json_404(client):
 def test_status_lists_every_service_up():
     p = fc.stack("status")
     states = dict(line.split()[:2] for line in p.stdout.splitlines())
-    assert states == {"postgres": "up", "redis": "up", "daemon": "up",
-                      "nginx": "up"}, p.stdout
+    assert states == {"postgres": "up", "redis": "up", "bank": "up",
+                      "atol": "up", "crm": "up", "onec": "up",
+                      "daemon": "up", "nginx": "up"}, p.stdout
 
 
 def test_env_describes_the_running_stack(stack_env):
