@@ -17,16 +17,19 @@
  * exits because the database is away: a restart would not bring the
  * database back sooner.
  *
- * Redis is reached only by the jobs, with a timeout on every call (see
- * fcd_redis.c), so a Redis that is down or hangs delays a round of jobs
- * but never stops the loop.
+ * Redis and the services the outbox is delivered to are reached only by
+ * the jobs, with a timeout on every call (see fcd_redis.c and
+ * fcd_http.c), so one that is down or hangs delays a round of jobs but
+ * never stops the loop.
  *
  * SIGTERM, SIGINT and SIGHUP stay blocked except inside ppoll(), which
  * unblocks them atomically.  So a signal can never slip in between
  * checking the flags and going to sleep (it interrupts the sleep
  * instead), and it never interrupts a job halfway: a stop request is
  * honoured when the current job returns, and a reload happens between
- * two rounds of jobs.
+ * two rounds of jobs.  A job with a long queue (the outbox) asks, through
+ * fcd->stop_requested() and fcd->reload_requested(), whether a signal
+ * is pending, and ends its round early so that the loop can serve it.
  */
 
 #include <errno.h>
@@ -49,6 +52,7 @@ static int fcd_run(fcd_t *fcd);
 static void fcd_reload(fcd_t *fcd);
 static int fcd_wait(fcd_t *fcd, int64_t ms);
 static int fcd_stop_requested(void);
+static int fcd_reload_requested(void);
 static int fcd_signals_init(void);
 static void fcd_signal_handler(int signo);
 static int fcd_pid_file_write(const char *path);
@@ -100,6 +104,14 @@ main(int argc, char **argv)
 
     memset(&fcd, 0, sizeof(fcd_t));
     fcd.conf_path = path;
+    fcd.stop_requested = fcd_stop_requested;
+    fcd.reload_requested = fcd_reload_requested;
+
+    /* before anything else: it is not thread-safe, and OpenSSL follows */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fc_log(FC_LOG_ERR, "curl_global_init() failed");
+        return 1;
+    }
 
     if (fcd_conf_load(path, &fcd.conf, err, sizeof(err)) != 0) {
         fc_log(FC_LOG_ERR, "%s", err);
@@ -176,6 +188,7 @@ main(int argc, char **argv)
     fc_log(FC_LOG_INFO, "fcd stopped");
 
     fcd_exit(&fcd);
+    curl_global_cleanup();
     fc_log_close();
 
     return rc;
@@ -188,6 +201,8 @@ static void
 fcd_exit(fcd_t *fcd)
 {
     fcd_redis_close(fcd);
+    fcd_http_close(fcd);
+    fcd_atol_forget_token(fcd);
     fcd_redis_script_free(&fcd->release);
     free(fcd->pending);
     fcd->pending = NULL;
@@ -264,6 +279,22 @@ fcd_run(fcd_t *fcd)
             if (fcd->notified == 0 && fcd_now_ms() < next_tick) {
                 continue;
             }
+
+        } else {
+            /*
+             * No sleep this time, but the signals a job saw pending
+             * must be let in, or the loop would run the jobs again
+             * without ever serving them.
+             */
+            n = fcd_wait(fcd, 0);
+
+            if (n == -1 || fcd_stop || fcd_hup) {
+                continue;
+            }
+
+            if (n > 0 && fcd_pg_consume(fcd) != 0) {
+                continue;
+            }
         }
 
         fcd->notified = 0;
@@ -336,6 +367,10 @@ fcd_reload(fcd_t *fcd)
         }
 
         fcd->redis_probe = 1;
+    }
+
+    if (fcd_conf_atol_changed(&fcd->conf, &conf)) {
+        fcd_atol_forget_token(fcd);
     }
 
     /* a changed script has a new SHA1: Redis answers NOSCRIPT, once */
@@ -412,6 +447,19 @@ fcd_stop_requested(void)
     }
 
     return 0;
+}
+
+
+static int
+fcd_reload_requested(void)
+{
+    sigset_t  pending;
+
+    if (fcd_hup) {
+        return 1;
+    }
+
+    return sigpending(&pending) == 0 && sigismember(&pending, SIGHUP) == 1;
 }
 
 

@@ -2,8 +2,9 @@
  * fcd, the platform's worker daemon: declarations shared by its parts.
  *
  * fcd does the work that must not wait for an HTTP request: releasing
- * expired holds now, delivering the outbox (to banks, the cash register,
- * 1C) later.  It keeps one PostgreSQL connection, LISTENs on fc_outbox,
+ * expired holds, and delivering the outbox (receipts to the cash
+ * register, records to the CRM, documents to 1C) over HTTP with
+ * libcurl.  It keeps one PostgreSQL connection, LISTENs on fc_outbox,
  * and runs its job table whenever a notification arrives or a tick
  * passes; a Redis connection, opened when there is work for it, keeps
  * the hot copy in step.  See core/README.md for the design.
@@ -17,6 +18,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <curl/curl.h>
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 
@@ -61,6 +63,34 @@
 /* a uuid's text, 36 characters, and its NUL */
 #define FCD_AUTH_ID_LEN       40
 
+/* an HTTP exchange gives up after these, ms: connecting, in all */
+#define FCD_HTTP_CONNECT_TIMEOUT_MS  2000
+#define FCD_HTTP_TIMEOUT_MS          10000
+
+/* a longer answer is a failure: ours are a few hundred bytes */
+#define FCD_HTTP_BODY_MAX     (64 * 1024)
+
+/* deliveries in one run of the outbox job; the next run follows at once */
+#define FCD_OUTBOX_BATCH      50
+
+/* the cash register's token lives 24 h; it is renewed before that, ms */
+#define FCD_ATOL_TOKEN_TTL_MS (23 * 3600 * 1000LL)
+
+#define FCD_ATOL_TOKEN_LEN    512
+
+/* what a delivery stores as the row's last_error, at most */
+#define FCD_DELIVERY_ERR_LEN  512
+
+/* what a delivery returns */
+#define FCD_DELIVERED         0
+#define FCD_DELIVERY_FAILED   -1     /* retried after a backoff */
+#define FCD_DELIVERY_REFUSED  -2     /* the row itself is wrong: dead now */
+
+/* whether a migration's function is there, as far as a job knows */
+#define FCD_FN_UNKNOWN        0
+#define FCD_FN_MISSING        1
+#define FCD_FN_PRESENT        2
+
 
 /* an expired hold that PostgreSQL released and Redis has yet to */
 typedef struct {
@@ -79,6 +109,45 @@ typedef struct {
 typedef struct fcd_s  fcd_t;
 
 typedef int (*fcd_job_handler_pt)(fcd_t *fcd);
+
+/* an outbox row as fc_outbox_next() returns it */
+typedef struct {
+    int64_t              id;
+    const char          *kind;          /* crm, receipt, onec */
+    int64_t              payment_id;    /* 0 if none */
+    const char          *key;           /* the row's idempotency key */
+    const char          *payload;       /* JSON text */
+    int64_t              attempt;       /* this one's number, from 1 */
+} fcd_outbox_row_t;
+
+/* what one delivery attempt came to */
+typedef struct {
+    long                 status;        /* the last HTTP status, 0: none */
+    char                *result;        /* JSON text, malloc()ed, if done */
+    char                 error[FCD_DELIVERY_ERR_LEN];
+} fcd_delivery_t;
+
+typedef int (*fcd_deliver_pt)(fcd_t *fcd, const fcd_outbox_row_t *row,
+    fcd_delivery_t *d);
+
+/* an HTTP request, and its answer */
+typedef struct {
+    const char          *method;        /* GET or POST */
+    const char          *url;
+    const char          *body;          /* NULL: none */
+    size_t               body_len;
+    const char          *headers[4];    /* "Name: value", NULL-terminated */
+    const char          *user;          /* Basic auth, or NULL */
+    const char          *password;
+} fcd_http_req_t;
+
+typedef struct {
+    long                 status;        /* 0 if nothing came back */
+    char                *body;          /* NUL-terminated, malloc()ed */
+    size_t               body_len;
+    int                  too_long;      /* cut at FCD_HTTP_BODY_MAX */
+    char                 error[CURL_ERROR_SIZE];
+} fcd_http_resp_t;
 
 typedef struct {
     const char          *name;
@@ -103,6 +172,15 @@ struct fcd_s {
     int                  redis_probe;   /* connect even with nothing to do */
     int                  redis_down;    /* the last attempt failed */
     int64_t              redis_logged;  /* last failure logged, monotonic */
+
+    /* 1 if a SIGTERM or a SIGHUP waits: a long job ends its run early */
+    int                (*stop_requested)(void);
+    int                (*reload_requested)(void);
+
+    int                  outbox_fn;     /* FCD_FN_* of fc_outbox_next() */
+    CURL                *curl;          /* kept, so connections are reused */
+    char                 atol_token[FCD_ATOL_TOKEN_LEN];
+    int64_t              atol_token_at; /* when it was issued, monotonic */
 };
 
 
@@ -155,6 +233,70 @@ void fcd_redis_close(fcd_t *fcd);
  */
 int fcd_redis_release(fcd_t *fcd, const fcd_hold_t *hold, char *err,
     size_t errlen);
+
+
+/*
+ * The outbox job: delivers what fc_outbox_next() hands out, one row per
+ * transaction, at most FCD_OUTBOX_BATCH a run.  0, or -1 if the
+ * database failed it.  See fcd_outbox.c.
+ */
+int fcd_outbox_job(fcd_t *fcd);
+
+/* 1 if key can go into an HTTP header as it is: printable, no blank */
+int fcd_outbox_key_usable(const char *key);
+
+/*
+ * A delivery's result for fc_outbox_done(), malloc()ed: the answer's
+ * body if it is JSON, else {"http_status": N}; NULL if out of memory.
+ */
+char *fcd_outbox_result(const fcd_http_resp_t *resp);
+
+/* the deliveries, one per kind of row */
+int fcd_crm_deliver(fcd_t *fcd, const fcd_outbox_row_t *row,
+    fcd_delivery_t *d);
+int fcd_atol_deliver(fcd_t *fcd, const fcd_outbox_row_t *row,
+    fcd_delivery_t *d);
+int fcd_onec_deliver(fcd_t *fcd, const fcd_outbox_row_t *row,
+    fcd_delivery_t *d);
+
+/* forgets the cash register's token, wiping it */
+void fcd_atol_forget_token(fcd_t *fcd);
+
+/*
+ * Builds 1C's document of a top-up from the onec row's payload into buf.
+ * Returns its length, with the document's Ref_Key (a checked GUID) in
+ * ref_key; or -1 with the reason in err.
+ */
+int fcd_onec_document(const char *payload, char *buf, size_t size,
+    char *ref_key, size_t ref_key_size, char *err, size_t errlen);
+
+/*
+ * Builds the sell request of a receipt row's payload, with the company
+ * and the VAT table of conf, into buf.  Returns its length, or -1 with
+ * the reason in err.
+ */
+int fcd_atol_sell_request(const fcd_conf_t *conf, const char *payload,
+    char *buf, size_t size, char *err, size_t errlen);
+
+/*
+ * Makes one HTTP request with the daemon's timeouts, no proxy and no
+ * redirects.  Returns 0 if an answer came, whatever its status, or -1
+ * with the reason in resp->error; resp->body is to be released with
+ * fcd_http_resp_free() in both cases.
+ */
+int fcd_http_request(fcd_t *fcd, const fcd_http_req_t *req,
+    fcd_http_resp_t *resp);
+
+void fcd_http_resp_free(fcd_http_resp_t *resp);
+
+/*
+ * "http 503: <the start of the body>" or "<transport error>", for
+ * last_error and the log; what is in the body must be no secret.
+ */
+void fcd_http_describe(const char *what, const fcd_http_resp_t *resp,
+    char *buf, size_t size);
+
+void fcd_http_close(fcd_t *fcd);
 
 
 /* monotonic milliseconds, for delays and log rate limits */

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fc_inn.h"
 #include "fcd_conf.h"
 
 
@@ -66,6 +67,14 @@ static int fcd_conf_set_msec(fcd_conf_t *conf, const fcd_conf_key_t *key,
 static int fcd_conf_set_level(fcd_conf_t *conf, const fcd_conf_key_t *key,
     const char *value, size_t len, char *msg, size_t msglen);
 static int fcd_conf_set_vat(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen);
+static int fcd_conf_set_url(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen);
+static int fcd_conf_set_count(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen);
+static int fcd_conf_set_inn(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen);
+static int fcd_conf_set_sno(fcd_conf_t *conf, const fcd_conf_key_t *key,
     const char *value, size_t len, char *msg, size_t msglen);
 static int fcd_conf_number(const char *value, size_t len, int64_t min,
     int64_t max, int64_t *n);
@@ -112,6 +121,54 @@ static const fcd_conf_key_t  fcd_conf_keys[] = {
       offsetof(fcd_conf_t, tick_interval_ms), 0, 0, 0 },
 
     { "vat", fcd_conf_set_vat, 0, 0, FCD_CONF_MULTI, 0 },
+
+    { "atol_url", fcd_conf_set_url, fcd_conf_field(atol_url), 0, 0 },
+
+    { "atol_login", fcd_conf_set_str, fcd_conf_field(atol_login), 0, 0 },
+
+    { "atol_password_file", fcd_conf_set_str,
+      fcd_conf_field(atol_password_file),
+      FCD_CONF_SECRET, offsetof(fcd_conf_t, atol_password) },
+
+    { "atol_group", fcd_conf_set_str, fcd_conf_field(atol_group), 0, 0 },
+
+    { "company_inn", fcd_conf_set_inn, fcd_conf_field(company_inn), 0, 0 },
+
+    { "company_sno", fcd_conf_set_sno, fcd_conf_field(company_sno), 0, 0 },
+
+    { "company_email", fcd_conf_set_str, fcd_conf_field(company_email),
+      0, 0 },
+
+    { "company_payment_address", fcd_conf_set_str,
+      fcd_conf_field(company_payment_address), 0, 0 },
+
+    { "report_poll_ms", fcd_conf_set_msec,
+      offsetof(fcd_conf_t, report_poll_ms), 0, 0, 0 },
+
+    { "report_poll_max", fcd_conf_set_count,
+      offsetof(fcd_conf_t, report_poll_max), 0, 0, 0 },
+
+    { "crm_url", fcd_conf_set_url, fcd_conf_field(crm_url), 0, 0 },
+
+    { "onec_url", fcd_conf_set_url, fcd_conf_field(onec_url), 0, 0 },
+
+    { "onec_user", fcd_conf_set_str, fcd_conf_field(onec_user), 0, 0 },
+
+    { "onec_password_file", fcd_conf_set_str,
+      fcd_conf_field(onec_password_file),
+      FCD_CONF_SECRET, offsetof(fcd_conf_t, onec_password) },
+
+    { "onec_document", fcd_conf_set_str, fcd_conf_field(onec_document),
+      0, 0 },
+
+    { "outbox_max_attempts", fcd_conf_set_count,
+      offsetof(fcd_conf_t, outbox_max_attempts), 0, 0, 0 },
+
+    { "outbox_backoff_ms", fcd_conf_set_msec,
+      offsetof(fcd_conf_t, outbox_backoff_ms), 0, 0, 0 },
+
+    { "outbox_backoff_max_ms", fcd_conf_set_msec,
+      offsetof(fcd_conf_t, outbox_backoff_max_ms), 0, 0, 0 },
 };
 
 #define FCD_CONF_NKEYS  (sizeof(fcd_conf_keys) / sizeof(fcd_conf_keys[0]))
@@ -135,6 +192,13 @@ fcd_conf_load(const char *path, fcd_conf_t *conf, char *err, size_t errlen)
     conf->log_level = FC_LOG_INFO;
     conf->tick_interval_ms = FCD_TICK_DEFAULT_MS;
     fc_vat_table_init(&conf->vat);
+    conf->report_poll_ms = FCD_REPORT_POLL_MS;
+    conf->report_poll_max = FCD_REPORT_POLL_MAX;
+    conf->outbox_max_attempts = FCD_OUTBOX_MAX_ATTEMPTS;
+    conf->outbox_backoff_ms = FCD_OUTBOX_BACKOFF_MS;
+    conf->outbox_backoff_max_ms = FCD_OUTBOX_BACKOFF_MAX_MS;
+    memcpy(conf->onec_document, FCD_ONEC_DOCUMENT_DEFAULT,
+           sizeof(FCD_ONEC_DOCUMENT_DEFAULT));
 
     f = fopen(path, "r");
 
@@ -250,6 +314,14 @@ fcd_conf_load(const char *path, fcd_conf_t *conf, char *err, size_t errlen)
         }
     }
 
+    if (conf->outbox_backoff_max_ms < conf->outbox_backoff_ms) {
+        snprintf(err, errlen, "%s: outbox_backoff_max_ms %lld is less than "
+                 "outbox_backoff_ms %lld", path,
+                 (long long) conf->outbox_backoff_max_ms,
+                 (long long) conf->outbox_backoff_ms);
+        goto done;
+    }
+
     /* only once the whole file is valid: a refused one reads no secret */
     for (i = 0; i < FCD_CONF_NKEYS; i++) {
         key = &fcd_conf_keys[i];
@@ -282,6 +354,8 @@ fcd_conf_clear(fcd_conf_t *conf)
 {
     explicit_bzero(conf->pg_password, sizeof(conf->pg_password));
     explicit_bzero(conf->redis_password, sizeof(conf->redis_password));
+    explicit_bzero(conf->atol_password, sizeof(conf->atol_password));
+    explicit_bzero(conf->onec_password, sizeof(conf->onec_password));
 }
 
 
@@ -302,6 +376,15 @@ fcd_conf_redis_changed(const fcd_conf_t *a, const fcd_conf_t *b)
     return strcmp(a->redis_host, b->redis_host) != 0
            || a->redis_port != b->redis_port
            || strcmp(a->redis_password, b->redis_password) != 0;
+}
+
+
+int
+fcd_conf_atol_changed(const fcd_conf_t *a, const fcd_conf_t *b)
+{
+    return strcmp(a->atol_url, b->atol_url) != 0
+           || strcmp(a->atol_login, b->atol_login) != 0
+           || strcmp(a->atol_password, b->atol_password) != 0;
 }
 
 
@@ -427,6 +510,130 @@ fcd_conf_set_vat(fcd_conf_t *conf, const fcd_conf_key_t *key,
     (void) key;
 
     return fc_vat_table_add(&conf->vat, value, len, msg, msglen);
+}
+
+
+/*
+ * The base URL of a service the daemon delivers to: http or https, no
+ * credentials in it (they come from password files and must not reach
+ * a log line with the URL), stored without a trailing slash so that
+ * paths are appended as "/sell".
+ */
+
+static int
+fcd_conf_set_url(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen)
+{
+    char        *url;
+    size_t       skip;
+    const char  *at, *slash;
+
+    if (len > 7 && strncmp(value, "http://", 7) == 0) {
+        skip = 7;
+
+    } else if (len > 8 && strncmp(value, "https://", 8) == 0) {
+        skip = 8;
+
+    } else {
+        snprintf(msg, msglen, "%s \"%.*s\" is not an http:// or https:// "
+                 "URL", key->name, (int) (len < 128 ? len : 128), value);
+        return -1;
+    }
+
+    slash = memchr(value + skip, '/', len - skip);
+    at = memchr(value + skip, '@', (slash ? (size_t) (slash - value)
+                                           : len) - skip);
+
+    if (at != NULL) {
+        snprintf(msg, msglen, "%s must not hold credentials; the password "
+                 "goes in a password file", key->name);
+        return -1;
+    }
+
+    if (memchr(value, ' ', len) != NULL || memchr(value, '\t', len) != NULL)
+    {
+        snprintf(msg, msglen, "%s \"%.*s\" contains a blank", key->name,
+                 (int) (len < 128 ? len : 128), value);
+        return -1;
+    }
+
+    while (len > skip && value[len - 1] == '/') {
+        len--;
+    }
+
+    if (fcd_conf_set_str(conf, key, value, len, msg, msglen) != 0) {
+        return -1;
+    }
+
+    url = (char *) conf + key->offset;
+
+    if (url[skip] == '\0') {
+        snprintf(msg, msglen, "%s has no host", key->name);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+fcd_conf_set_count(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen)
+{
+    int64_t  n;
+
+    if (fcd_conf_number(value, len, 1, FCD_COUNT_MAX, &n) != 0) {
+        snprintf(msg, msglen, "invalid %s \"%.*s\", expected 1..%d",
+                 key->name, (int) (len < 32 ? len : 32), value,
+                 FCD_COUNT_MAX);
+        return -1;
+    }
+
+    *(int64_t *) ((char *) conf + key->offset) = n;
+
+    return 0;
+}
+
+
+/* the seller's INN goes on every receipt: a typo is caught here */
+
+static int
+fcd_conf_set_inn(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen)
+{
+    if (!fc_inn_valid(value, len)) {
+        snprintf(msg, msglen, "%s \"%.*s\" is not a valid INN (10 or 12 "
+                 "digits with check digits)", key->name,
+                 (int) (len < 32 ? len : 32), value);
+        return -1;
+    }
+
+    return fcd_conf_set_str(conf, key, value, len, msg, msglen);
+}
+
+
+/* the tax systems of tag 1055, as the cash register API names them */
+
+static int
+fcd_conf_set_sno(fcd_conf_t *conf, const fcd_conf_key_t *key,
+    const char *value, size_t len, char *msg, size_t msglen)
+{
+    size_t              i;
+    static const char  *known[] = {
+        "osn", "usn_income", "usn_income_outcome", "envd", "esn", "patent"
+    };
+
+    for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (strlen(known[i]) == len && memcmp(known[i], value, len) == 0) {
+            return fcd_conf_set_str(conf, key, value, len, msg, msglen);
+        }
+    }
+
+    snprintf(msg, msglen, "invalid %s \"%.*s\", expected osn, usn_income, "
+             "usn_income_outcome, envd, esn or patent", key->name,
+             (int) (len < 32 ? len : 32), value);
+
+    return -1;
 }
 
 

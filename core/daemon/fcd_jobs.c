@@ -11,6 +11,11 @@
  * A job logs one line when it changed something and stays silent
  * otherwise, so that a quiet system has a quiet log.
  *
+ * A job whose queue can be long (the outbox, fcd_outbox.c) may instead
+ * stop after a bounded amount of work, or when a signal waits, and
+ * count a notification in fcd->notified: the loop then runs the table
+ * again at once, having served the signal first.
+ *
  * Jobs may depend on database functions that a later migration creates;
  * such a job checks for the function and skips itself until it exists,
  * saying so once per connection.
@@ -32,6 +37,7 @@ static int fcd_job_query_failed(fcd_t *fcd, PGresult *res,
 
 const fcd_job_t  fcd_jobs[] = {
     { "release_expired_holds", fcd_job_release_holds },
+    { "deliver_outbox", fcd_outbox_job },
     { NULL, NULL }
 };
 

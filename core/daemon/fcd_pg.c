@@ -93,6 +93,7 @@ fcd_pg_connect(fcd_t *fcd, char *err, size_t errlen)
 
     fcd->pg = pg;
     fcd->holds_fn_missing = 0;
+    fcd->outbox_fn = FCD_FN_UNKNOWN;
 
     fc_log(FC_LOG_INFO, "connected to postgresql %s:%d db \"%s\" as \"%s\", "
            "listening on " FCD_CHANNEL, fcd->conf.pg_host, fcd->conf.pg_port,

@@ -136,6 +136,8 @@ expect_error(const char *text, const char *where, const char *what)
 
     assert_string_equal(conf.pg_password, "");
     assert_string_equal(conf.redis_password, "");
+    assert_string_equal(conf.atol_password, "");
+    assert_string_equal(conf.onec_password, "");
 }
 
 
@@ -163,6 +165,132 @@ test_minimal_file_takes_defaults(void **state)
     assert_int_equal(conf.log_level, FC_LOG_INFO);
     assert_int_equal(conf.tick_interval_ms, 1000);
     assert_int_equal(conf.vat.n, 0);
+
+    /* the outbox: nothing to deliver to, the documented timings */
+    assert_string_equal(conf.atol_url, "");
+    assert_string_equal(conf.atol_password, "");
+    assert_string_equal(conf.crm_url, "");
+    assert_string_equal(conf.onec_url, "");
+    assert_string_equal(conf.onec_password, "");
+    assert_string_equal(conf.onec_document,
+                        "ПоступлениеОплатыПоПлатежнойКарте");
+    assert_int_equal(conf.outbox_max_attempts, 12);
+    assert_int_equal(conf.outbox_backoff_ms, 2000);
+    assert_int_equal(conf.outbox_backoff_max_ms, 600000);
+    assert_int_equal(conf.report_poll_ms, 500);
+    assert_int_equal(conf.report_poll_max, 20);
+}
+
+
+static void
+test_outbox_keys(void **state)
+{
+    char        text[2048];
+    fcd_conf_t  conf, other;
+
+    (void) state;
+
+    write_file(pw_path, "atol pw\n");
+    write_file(pw2_path, "onec pw\n");
+
+    snprintf(text, sizeof(text), MINIMAL
+             "atol_url = https://127.0.0.1:8443/possystem/v4//\n"
+             "atol_login = fc-demo\n"
+             "atol_password_file = %s\n"
+             "atol_group = fc-demo-group\n"
+             "company_inn = 7736050003\n"
+             "company_sno = usn_income\n"
+             "company_email = receipts@fuelcard.example\n"
+             "company_payment_address = https://cabinet.fuelcard.example\n"
+             "report_poll_ms = 10\n"
+             "report_poll_max = 3\n"
+             "crm_url = http://127.0.0.1:9000/\n"
+             "onec_url = http://[::1]:9001/base\n"
+             "onec_user = fc-exchange\n"
+             "onec_password_file = %s\n"
+             "onec_document = Поступление\n"
+             "outbox_max_attempts = 3\n"
+             "outbox_backoff_ms = 10\n"
+             "outbox_backoff_max_ms = 40\n", pw_path, pw2_path);
+
+    assert_null(load(text, &conf));
+    assert_string_equal(conf.atol_url, "https://127.0.0.1:8443/possystem/v4");
+    assert_string_equal(conf.atol_login, "fc-demo");
+    assert_string_equal(conf.atol_password, "atol pw");
+    assert_string_equal(conf.atol_group, "fc-demo-group");
+    assert_string_equal(conf.company_inn, "7736050003");
+    assert_string_equal(conf.company_sno, "usn_income");
+    assert_string_equal(conf.company_email, "receipts@fuelcard.example");
+    assert_string_equal(conf.company_payment_address,
+                        "https://cabinet.fuelcard.example");
+    assert_int_equal(conf.report_poll_ms, 10);
+    assert_int_equal(conf.report_poll_max, 3);
+    assert_string_equal(conf.crm_url, "http://127.0.0.1:9000");
+    assert_string_equal(conf.onec_url, "http://[::1]:9001/base");
+    assert_string_equal(conf.onec_user, "fc-exchange");
+    assert_string_equal(conf.onec_password, "onec pw");
+    assert_string_equal(conf.onec_document, "Поступление");
+    assert_int_equal(conf.outbox_max_attempts, 3);
+    assert_int_equal(conf.outbox_backoff_ms, 10);
+    assert_int_equal(conf.outbox_backoff_max_ms, 40);
+
+    /* a new cash register password means a new token */
+    assert_null(load(MINIMAL, &other));
+    assert_true(fcd_conf_atol_changed(&conf, &other));
+    assert_false(fcd_conf_atol_changed(&conf, &conf));
+    assert_false(fcd_conf_pg_changed(&conf, &other));
+
+    fcd_conf_clear(&conf);
+    assert_string_equal(conf.atol_password, "");
+    assert_string_equal(conf.onec_password, "");
+}
+
+
+static void
+test_outbox_key_errors(void **state)
+{
+    char  text[512];
+
+    (void) state;
+
+    expect_error(MINIMAL "crm_url = ftp://127.0.0.1/\n", NEXT,
+                 "crm_url \"ftp://127.0.0.1/\" is not an http");
+    expect_error(MINIMAL "crm_url = 127.0.0.1:9000\n", NEXT,
+                 "is not an http:// or https:// URL");
+    expect_error(MINIMAL "crm_url = http://\n", NEXT, "is not an http");
+    expect_error(MINIMAL "onec_url = http:///\n", NEXT,
+                 "onec_url has no host");
+    expect_error(MINIMAL "onec_url = http://u:secret@127.0.0.1/\n", NEXT,
+                 "onec_url must not hold credentials");
+    expect_error(MINIMAL "atol_url = http://127.0.0.1/a b\n", NEXT,
+                 "contains a blank");
+    expect_error(MINIMAL "company_inn = 7736050004\n", NEXT,
+                 "company_inn \"7736050004\" is not a valid INN");
+    expect_error(MINIMAL "company_inn = 77360500\n", NEXT,
+                 "is not a valid INN");
+    expect_error(MINIMAL "company_sno = usn\n", NEXT,
+                 "invalid company_sno \"usn\"");
+    expect_error(MINIMAL "outbox_max_attempts = 0\n", NEXT,
+                 "invalid outbox_max_attempts \"0\", expected 1..1000");
+    expect_error(MINIMAL "report_poll_max = 1001\n", NEXT,
+                 "invalid report_poll_max \"1001\"");
+    expect_error(MINIMAL "report_poll_ms = 5\n", NEXT,
+                 "invalid report_poll_ms \"5\"");
+    expect_error(MINIMAL "outbox_backoff_ms = 5000\n"
+                 "outbox_backoff_max_ms = 4000\n", ":",
+                 "outbox_backoff_max_ms 4000 is less than "
+                 "outbox_backoff_ms 5000");
+
+    /* the passwords of the services are read like the others */
+    snprintf(text, sizeof(text), MINIMAL "atol_password_file = %s-gone\n",
+             pw_path);
+    expect_error(text, NEXT, "cannot open atol_password_file");
+
+    write_file(pw2_path, "\n");
+    snprintf(text, sizeof(text), MINIMAL "onec_password_file = %s\n",
+             pw2_path);
+    expect_error(text, NEXT, "onec_password_file");
+    expect_error(text, NEXT, "is empty");
 }
 
 
@@ -403,13 +531,15 @@ static void
 render(const char *in, char *out, size_t size, const char *var)
 {
     size_t       n, k, len;
-    const char  *names[] = { "@ROOT@", "@VAR@", "@PG_PORT@", "@REDIS_PORT@" };
-    const char  *values[] = { "..", var, "15432", "16379" };
+    const char  *names[] = { "@ROOT@", "@VAR@", "@PG_PORT@", "@REDIS_PORT@",
+                             "@ATOL_PORT@", "@CRM_PORT@", "@ONEC_PORT@" };
+    const char  *values[] = { "..", var, "15432", "16379", "18092", "18093",
+                              "18094" };
 
     n = 0;
 
     while (*in != '\0') {
-        for (k = 0; k < 4; k++) {
+        for (k = 0; k < 7; k++) {
             len = strlen(names[k]);
 
             if (strncmp(in, names[k], len) == 0) {
@@ -417,7 +547,7 @@ render(const char *in, char *out, size_t size, const char *var)
             }
         }
 
-        if (k == 4) {
+        if (k == 7) {
             assert_true(n < size - 1);
             out[n++] = *in++;
             continue;
@@ -430,7 +560,13 @@ render(const char *in, char *out, size_t size, const char *var)
     }
 
     out[n] = '\0';
-    assert_null(strstr(out, "@"));
+
+    /* what scripts/stack would call an unknown placeholder */
+    for (in = out; (in = strchr(in, '@')) != NULL; in++) {
+        if (in[1] >= 'A' && in[1] <= 'Z') {
+            fail_msg("placeholder left in the template: %.20s", in);
+        }
+    }
 }
 
 
@@ -463,6 +599,10 @@ test_shipped_template_loads_with_redis_settings(void **state)
     assert_int_equal(mkdir(path, 0700), 0);
     snprintf(path, sizeof(path), "%s/secrets/pg_password", var);
     write_file(path, "pg-secret\n");
+    snprintf(path, sizeof(path), "%s/secrets/atol_password", var);
+    write_file(path, "atol-secret\n");
+    snprintf(path, sizeof(path), "%s/secrets/onec_password", var);
+    write_file(path, "onec-secret\n");
     snprintf(path, sizeof(path), "%s/secrets/redis_password", var);
     write_file(path, "redis-secret\n");
 
@@ -477,6 +617,23 @@ test_shipped_template_loads_with_redis_settings(void **state)
     assert_int_equal(conf.pg_port, 15432);
     assert_string_equal(conf.release_script, "../conf/lua/release.lua");
 
+    assert_string_equal(conf.atol_url,
+                        "http://127.0.0.1:18092/possystem/v4");
+    assert_string_equal(conf.atol_login, "fc-demo");
+    assert_string_equal(conf.atol_password, "atol-secret");
+    assert_string_equal(conf.atol_group, "fc-demo-group");
+    assert_string_equal(conf.company_inn, "7736050003");
+    assert_string_equal(conf.company_sno, "osn");
+    assert_string_equal(conf.company_email, "receipts@fuelcard.example");
+    assert_string_equal(conf.crm_url, "http://127.0.0.1:18093");
+    assert_string_equal(conf.onec_url, "http://127.0.0.1:18094");
+    assert_string_equal(conf.onec_user, "fc-exchange");
+    assert_string_equal(conf.onec_password, "onec-secret");
+    assert_string_equal(conf.onec_document,
+                        "ПоступлениеОплатыПоПлатежнойКарте");
+    assert_int_equal(conf.outbox_max_attempts, 12);
+    assert_int_equal(conf.vat.n, 2);
+
     /* the script it names is there and readable */
     memset(&script, 0, sizeof(fcd_script_t));
     assert_int_equal(fcd_redis_script_load(conf.release_script, &script,
@@ -488,6 +645,10 @@ test_shipped_template_loads_with_redis_settings(void **state)
 
     unlink(path);
     snprintf(path, sizeof(path), "%s/secrets/pg_password", var);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/secrets/atol_password", var);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/secrets/onec_password", var);
     unlink(path);
     snprintf(path, sizeof(path), "%s/secrets", var);
     rmdir(path);
@@ -541,6 +702,8 @@ main(void)
 {
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_minimal_file_takes_defaults),
+        cmocka_unit_test(test_outbox_keys),
+        cmocka_unit_test(test_outbox_key_errors),
         cmocka_unit_test(test_full_file_with_comments_and_blanks),
         cmocka_unit_test(test_ipv6_host_and_crlf_password),
         cmocka_unit_test(test_errors_name_line_and_value),
