@@ -150,7 +150,18 @@ ngx_http_fc_sql_create(ngx_http_fc_ctx_t *ctx)
     s->ctx = ctx;
     ctx->data = s;
 
-    if (ngx_http_fc_sql_build(s) != NGX_OK) {
+    switch (ngx_http_fc_sql_build(s)) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
+        ngx_http_fc_finalize_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
+                                   "query: a parameter is not UTF-8 text "
+                                   "or holds a NUL byte");
+        return NULL;
+
+    default:
         ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                    "internal_error", "out of memory");
         return NULL;
@@ -183,7 +194,7 @@ ngx_http_fc_sql_build(ngx_http_fc_sql_t *s)
 {
     u_char               hex[NGX_HTTP_FC_SHA256_HEX + 1];
     time_t               now;
-    json_t              *req, *params, *body;
+    json_t              *req, *params, *body, *v;
     ngx_str_t            name, value, token;
     ngx_uint_t           i;
     ngx_http_request_t  *r;
@@ -213,7 +224,12 @@ ngx_http_fc_sql_build(ngx_http_fc_sql_t *s)
                         ngx_http_fc_str_json(&r->method_name));
     json_object_set_new(req, "path", ngx_http_fc_str_json(&r->uri));
     json_object_set_new(req, "params", params);
-    json_object_set_new(req, "query", ngx_http_fc_query_json(r));
+    v = ngx_http_fc_query_json(r);
+    if (v == NULL) {
+        return NGX_DECLINED;
+    }
+
+    json_object_set_new(req, "query", v);
     /* a password goes to the thread pool, never into SQL parameters */
     if (ctx->body && json_object_get(ctx->body, "password")) {
         body = json_copy(ctx->body);
@@ -1154,6 +1170,15 @@ ngx_http_fc_pos_validate(ngx_http_fc_pos_t *p)
         return NGX_ERROR;
     }
 
+    /* both are bounded above, so the product cannot overflow */
+    if (p->volume != 0 && p->volume * p->unit_price < 500) {
+        ngx_http_fc_finalize_errorf(r, 422, "validation_failed",
+                                    "requested_volume_ml: %L ml at %L "
+                                    "kopecks per unit costs less than a "
+                                    "kopeck", p->volume, p->unit_price);
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -1842,7 +1867,11 @@ ngx_http_fc_sha256_hex(u_char *data, size_t len, u_char *out)
 }
 
 
-/* the query string as an object of unescaped strings; later keys win */
+/*
+ * The query string as an object of unescaped strings; later keys win.
+ * NULL when a name or value holds a NUL byte or is not UTF-8: no such
+ * text is valid in PostgreSQL, so it is refused here with a 400.
+ */
 static json_t *
 ngx_http_fc_query_json(ngx_http_request_t *r)
 {
@@ -1875,7 +1904,8 @@ ngx_http_fc_query_json(ngx_http_request_t *r)
         for (i = 0; i < 2; i++) {
             dst = ngx_pnalloc(r->pool, len[i] + 1);
             if (dst == NULL) {
-                return obj;
+                json_decref(obj);
+                return NULL;
             }
 
             src = kv[i];
@@ -1897,11 +1927,21 @@ ngx_http_fc_query_json(ngx_http_request_t *r)
             kv[i][len[i]] = '\0';
         }
 
+        if (ngx_strlchr(kv[0], kv[0] + len[0], '\0')
+            || ngx_strlchr(kv[1], kv[1] + len[1], '\0'))
+        {
+            json_decref(obj);
+            return NULL;
+        }
+
         if (len[0] > 0) {
             json_t  *v = json_stringn((char *) kv[1], len[1]);
 
-            if (v != NULL) {
-                json_object_setn_new(obj, (char *) kv[0], len[0], v);
+            if (v == NULL
+                || json_object_setn_new(obj, (char *) kv[0], len[0], v) != 0)
+            {
+                json_decref(obj);
+                return NULL;
             }
         }
 
@@ -2037,13 +2077,21 @@ ngx_http_fc_get_text(ngx_http_request_t *r, json_t *obj, const char *field,
 
     text = json_dumps(v, JSON_ENCODE_ANY|JSON_COMPACT);
 
+    /* quote at most 80 bytes, never cutting a UTF-8 character */
+    len = text ? strlen(text) : 0;
+    if (len > 80) {
+        len = 80;
+        while (len > 0 && ((u_char) text[len] & 0xc0) == 0x80) {
+            len--;
+        }
+    }
+
     ngx_http_fc_finalize_errorf(r, 422, "validation_failed",
                                 "%s: must be a string of 1 to %uz "
                                 "characters from \"%s\"%s%*s",
                                 field, maxlen, allowed,
                                 quote ? ", got " : "",
-                                (size_t) (quote && text
-                                          ? ngx_min(strlen(text), 80) : 0),
+                                (size_t) (quote ? len : 0),
                                 text ? text : "");
     free(text);
 

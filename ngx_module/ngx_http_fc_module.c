@@ -26,6 +26,7 @@
 #define NGX_HTTP_FC_WORKERS_MAX  64
 #define NGX_HTTP_FC_ROUTES_MAX   128
 #define NGX_HTTP_FC_HOLD_TTL     3600      /* s, card schemes expect an hour */
+#define NGX_HTTP_FC_JSON_DEPTH   16        /* levels of a request body */
 
 
 typedef struct {
@@ -84,6 +85,7 @@ static ngx_http_fc_route_t *ngx_http_fc_match(ngx_http_request_t *r,
     ngx_str_t *group, ngx_http_fc_ctx_t *ctx, ngx_uint_t *allowed);
 static void ngx_http_fc_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_fc_parse_body(ngx_http_fc_ctx_t *ctx);
+static ngx_uint_t ngx_http_fc_json_depth(json_t *json, ngx_uint_t level);
 static void ngx_http_fc_ctx_cleanup(void *data);
 static ngx_int_t ngx_http_fc_error_page(ngx_http_request_t *r);
 static const char *ngx_http_fc_status_code(ngx_uint_t status);
@@ -523,7 +525,54 @@ ngx_http_fc_parse_body(ngx_http_fc_ctx_t *ctx)
         return NGX_ERROR;
     }
 
+    if (ngx_http_fc_json_depth(ctx->body, 0) > NGX_HTTP_FC_JSON_DEPTH) {
+        ngx_http_fc_finalize_errorf(r, NGX_HTTP_BAD_REQUEST, "invalid_json",
+                                    "the JSON is nested more than %d "
+                                    "levels deep", NGX_HTTP_FC_JSON_DEPTH);
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * How deep a JSON value nests, counting stops once past the limit: no
+ * API body needs more than a few levels, and deeper ones only make work
+ * for every layer that walks them.
+ */
+static ngx_uint_t
+ngx_http_fc_json_depth(json_t *json, ngx_uint_t level)
+{
+    size_t       i;
+    json_t      *v;
+    ngx_uint_t   d, max;
+    const char  *key;
+
+    if (level > NGX_HTTP_FC_JSON_DEPTH) {
+        return level;
+    }
+
+    max = level;
+
+    if (json_is_object(json)) {
+        json_object_foreach(json, key, v) {
+            d = ngx_http_fc_json_depth(v, level + 1);
+            if (d > max) {
+                max = d;
+            }
+        }
+
+    } else if (json_is_array(json)) {
+        json_array_foreach(json, i, v) {
+            d = ngx_http_fc_json_depth(v, level + 1);
+            if (d > max) {
+                max = d;
+            }
+        }
+    }
+
+    return max;
 }
 
 
