@@ -248,6 +248,30 @@ ngx_http_fc_sql_build(ngx_http_fc_sql_t *s)
     json_object_set_new(req, "ip",
                         ngx_http_fc_str_json(&r->connection->addr_text));
 
+    /* a file upload travels as base64: its bytes may be any encoding */
+    if (ctx->route->flags & NGX_HTTP_FC_RAW_BODY) {
+        ngx_str_t  b64;
+
+        b64.len = ngx_base64_encoded_length(ctx->raw.len);
+        b64.data = ngx_pnalloc(r->pool, b64.len);
+        if (b64.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_encode_base64(&b64, &ctx->raw);
+
+        json_object_set_new(req, "body_base64",
+                            json_stringn((char *) b64.data, b64.len));
+
+        value.len = 0;
+        if (r->headers_in.content_type) {
+            value = r->headers_in.content_type->value;
+        }
+
+        json_object_set_new(req, "content_type",
+                            ngx_http_fc_str_json(&value));
+    }
+
     ngx_str_set(&name, "fc_session");
 
     if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies, &name,
@@ -864,7 +888,7 @@ static void
 ngx_http_fc_sql_send(ngx_http_fc_sql_t *s)
 {
     json_t              *status, *body, *error, *headers, *v;
-    const char          *key;
+    const char          *key, *type;
     ngx_uint_t           code;
     ngx_table_elt_t     *h;
     ngx_http_request_t  *r;
@@ -923,7 +947,12 @@ ngx_http_fc_sql_send(ngx_http_fc_sql_t *s)
 
     body = json_object_get(s->res, "text");
     if (json_is_string(body)) {
-        ngx_http_fc_send_body(r, code, "text/plain",
+        error = json_object_get(s->res, "content_type");
+        type = json_is_string(error)
+               ? ngx_http_fc_pstrdup(r->pool, json_string_value(error))
+               : NULL;
+
+        ngx_http_fc_send_body(r, code, type ? type : "text/plain",
                               (u_char *) ngx_http_fc_pstrdup(r->pool,
                                   json_string_value(body)),
                               json_string_length(body));

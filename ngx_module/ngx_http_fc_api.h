@@ -115,6 +115,18 @@ ngx_int_t ngx_http_fc_bank_add_variables(ngx_conf_t *cf);
     ngx_http_fc_sql("api", NGX_HTTP_POST,                                   \
                     "/api/v1/backoffice/outbox/{}/retry",                   \
                     "backoffice_outbox_retry", NGX_HTTP_FC_JSON_OPTIONAL),  \
+    ngx_http_fc_sql("api", NGX_HTTP_POST, "/api/v1/backoffice/registries",  \
+                    "registry_import", NGX_HTTP_FC_RAW_BODY),               \
+    ngx_http_fc_sql("api", NGX_HTTP_GET, "/api/v1/backoffice/registries",   \
+                    "registries_list", 0),                                  \
+    ngx_http_fc_sql("api", NGX_HTTP_GET,                                    \
+                    "/api/v1/backoffice/reconciliations",                   \
+                    "reconciliation_get", 0),                               \
+    ngx_http_fc_sql("api", NGX_HTTP_GET, "/api/v1/backoffice/calendar",     \
+                    "calendar_list", 0),                                    \
+    ngx_http_fc_sql("api", NGX_HTTP_FC_PUT,                                 \
+                    "/api/v1/backoffice/calendar/{}/{}",                    \
+                    "calendar_set", NGX_HTTP_FC_JSON_BODY),                 \
                                                                             \
     ngx_http_fc_route("bank", NGX_HTTP_POST, "/bank/v1/tbank/notification", \
                       ngx_http_fc_bank_notification, "bank_notification",   \

@@ -85,6 +85,7 @@ static ngx_http_fc_route_t *ngx_http_fc_match(ngx_http_request_t *r,
     ngx_str_t *group, ngx_http_fc_ctx_t *ctx, ngx_uint_t *allowed);
 static void ngx_http_fc_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_fc_parse_body(ngx_http_fc_ctx_t *ctx);
+static ngx_int_t ngx_http_fc_raw_body(ngx_http_fc_ctx_t *ctx);
 static ngx_uint_t ngx_http_fc_json_depth(json_t *json, ngx_uint_t level);
 static void ngx_http_fc_ctx_cleanup(void *data);
 static ngx_int_t ngx_http_fc_error_page(ngx_http_request_t *r);
@@ -448,6 +449,10 @@ ngx_http_fc_parse_body(ngx_http_fc_ctx_t *ctx)
 
     r = ctx->request;
 
+    if (ctx->route->flags & NGX_HTTP_FC_RAW_BODY) {
+        return ngx_http_fc_raw_body(ctx);
+    }
+
     if (!(ctx->route->flags
           & (NGX_HTTP_FC_JSON_BODY|NGX_HTTP_FC_JSON_OPTIONAL)))
     {
@@ -531,6 +536,59 @@ ngx_http_fc_parse_body(ngx_http_fc_ctx_t *ctx)
                                     "levels deep", NGX_HTTP_FC_JSON_DEPTH);
         return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Keeps the body's bytes for a route that takes a file (a bank
+ * registry, say).  The location must keep the body in memory
+ * (client_body_buffer_size as large as client_max_body_size): reading a
+ * spooled file would block the worker.
+ */
+static ngx_int_t
+ngx_http_fc_raw_body(ngx_http_fc_ctx_t *ctx)
+{
+    u_char              *p;
+    size_t               len;
+    ngx_chain_t         *cl;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        ngx_http_fc_finalize_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
+                                   "a request body is required");
+        return NGX_ERROR;
+    }
+
+    if (r->request_body->temp_file) {
+        ngx_http_fc_finalize_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                   "payload_too_large",
+                                   "the body is too large");
+        return NGX_ERROR;
+    }
+
+    len = 0;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "internal_error", "out of memory");
+        return NGX_ERROR;
+    }
+
+    ctx->raw.data = p;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    ctx->raw.len = p - ctx->raw.data;
 
     return NGX_OK;
 }

@@ -33,6 +33,7 @@
 #define NGX_HTTP_FC_TEST_ONLY    0x02    /* only with "fc_test_routes on" */
 
 #define NGX_HTTP_FC_JSON_OPTIONAL 0x04   /* parse a JSON body if sent */
+#define NGX_HTTP_FC_RAW_BODY     0x08    /* pass the body's bytes as is */
 
 #define NGX_HTTP_FC_MAX_PARAMS   4
 
@@ -64,6 +65,7 @@ struct ngx_http_fc_ctx_s {
     ngx_str_t                  params[NGX_HTTP_FC_MAX_PARAMS];
     ngx_uint_t                 nparams;
     json_t                    *body;       /* decref'ed with r->pool */
+    ngx_str_t                  raw;        /* with NGX_HTTP_FC_RAW_BODY */
     void                      *data;       /* the handler's own state */
     ngx_uint_t                 pending;    /* outstanding backend calls */
     ngx_uint_t                 failed;
