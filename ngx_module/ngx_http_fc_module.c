@@ -834,7 +834,8 @@ ngx_http_fc_send_json(ngx_http_request_t *r, ngx_uint_t status,
         return;
     }
 
-    s = json_dumps(json, JSON_COMPACT);
+    /* 15 digits: a coordinate keeps the decimals SQL rounded it to */
+    s = json_dumps(json, JSON_COMPACT|JSON_REAL_PRECISION(15));
     json_decref(json);
 
     if (s == NULL) {
