@@ -103,6 +103,7 @@ static void ngx_http_fc_metrics_platform(ngx_http_fc_ctx_t *ctx);
 static void ngx_http_fc_metrics_pg_done(ngx_fc_pg_query_t *q);
 static void ngx_http_fc_metrics_render(ngx_http_fc_ctx_t *ctx,
     ngx_str_t *extra);
+static void ngx_http_fc_topup_success(ngx_http_fc_ctx_t *ctx);
 static void ngx_http_fc_test_pg_sleep(ngx_http_fc_ctx_t *ctx);
 static void ngx_http_fc_test_pg_done(ngx_fc_pg_query_t *q);
 static void ngx_http_fc_test_redis(ngx_http_fc_ctx_t *ctx);
@@ -227,6 +228,9 @@ static ngx_http_fc_route_t  ngx_http_fc_routes[] = {
                       ngx_http_fc_metrics, "metrics", 0),
     ngx_http_fc_route("metrics", NGX_HTTP_GET, "/metrics/platform",
                       ngx_http_fc_metrics_platform, "metrics_platform", 0),
+
+    ngx_http_fc_route("topup", NGX_HTTP_GET|NGX_HTTP_HEAD, "/topup/success",
+                      ngx_http_fc_topup_success, "topup_success", 0),
 
     ngx_http_fc_route("test", NGX_HTTP_GET, "/_test/pg_sleep",
                       ngx_http_fc_test_pg_sleep, "test_pg_sleep",
@@ -1313,6 +1317,22 @@ ngx_http_fc_metrics_render(ngx_http_fc_ctx_t *ctx, ngx_str_t *extra)
 
     ngx_http_fc_send_body(r, NGX_HTTP_OK, "text/plain; version=0.0.4",
                           buf, p - buf);
+}
+
+
+/*
+ * Where the bank's payment page sends the payer back.  The money is
+ * credited by the bank's notification, not by this visit, so the page
+ * only says what happens next.
+ */
+static void
+ngx_http_fc_topup_success(ngx_http_fc_ctx_t *ctx)
+{
+    ngx_http_fc_send_json(ctx->request, NGX_HTTP_OK,
+                          json_pack("{s:s,s:s}", "status", "paid",
+                                    "message", "thank you: the contract "
+                                    "is credited as soon as the bank "
+                                    "confirms the payment"));
 }
 
 

@@ -86,7 +86,7 @@ def test_env_appends_env_d_files(stack_env):
 
 
 @pytest.mark.parametrize("name", ["pg_password", "redis_password",
-                                  "pan_key", "session_key"])
+                                  "pan_key"])
 def test_secrets_are_private(stack_env, name):
     path = os.path.join(stack_env["FC_VAR"], "secrets", name)
     st = os.stat(path)
