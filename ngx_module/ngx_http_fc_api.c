@@ -95,6 +95,7 @@ static void ngx_http_fc_pos_cleanup(void *data);
 
 static json_t *ngx_http_fc_str_json(ngx_str_t *s);
 static json_t *ngx_http_fc_time_json(time_t t);
+static ngx_int_t ngx_http_fc_uuid(char *out);
 static ngx_int_t ngx_http_fc_sha256_hex(u_char *data, size_t len,
     u_char *out);
 static json_t *ngx_http_fc_query_json(ngx_http_request_t *r);
@@ -1308,7 +1309,6 @@ ngx_http_fc_pos_decide(ngx_http_fc_pos_t *p)
     size_t                 *argvlen;
     ngx_http_request_t     *r;
     ngx_fc_redis_cmd_t     *cmd;
-    u_char                  rnd[16];
     char                    keys[5][FC_PERIOD_KEY_LEN];
     static fc_period_t      periods[] = {
         FC_PERIOD_DAY, FC_PERIOD_WEEK, FC_PERIOD_MONTH, FC_PERIOD_QUARTER,
@@ -1352,27 +1352,11 @@ ngx_http_fc_pos_decide(ngx_http_fc_pos_t *p)
         }
     }
 
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+    if (ngx_http_fc_uuid(p->auth_id) != NGX_OK) {
         ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                    "internal_error", "no randomness");
         return;
     }
-
-    /* a version 4 UUID */
-    rnd[6] = (rnd[6] & 0x0f) | 0x40;
-    rnd[8] = (rnd[8] & 0x3f) | 0x80;
-
-    b = (u_char *) p->auth_id;
-    b = ngx_hex_dump(b, rnd, 4);
-    *b++ = '-';
-    b = ngx_hex_dump(b, rnd + 4, 2);
-    *b++ = '-';
-    b = ngx_hex_dump(b, rnd + 6, 2);
-    *b++ = '-';
-    b = ngx_hex_dump(b, rnd + 8, 2);
-    *b++ = '-';
-    b = ngx_hex_dump(b, rnd + 10, 6);
-    *b = '\0';
 
     n = 5 + 22;
 
@@ -1533,30 +1517,11 @@ ngx_http_fc_pos_record(ngx_http_fc_pos_t *p)
     r = p->ctx->request;
     d = p->decision;
 
-    if (p->auth_id[0] == '\0') {
-        /* an unknown card: still a decision with an id of its own */
-        u_char  rnd[16], *b;
-
-        if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-            ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                       "internal_error", "no randomness");
-            return;
-        }
-
-        rnd[6] = (rnd[6] & 0x0f) | 0x40;
-        rnd[8] = (rnd[8] & 0x3f) | 0x80;
-
-        b = (u_char *) p->auth_id;
-        b = ngx_hex_dump(b, rnd, 4);
-        *b++ = '-';
-        b = ngx_hex_dump(b, rnd + 4, 2);
-        *b++ = '-';
-        b = ngx_hex_dump(b, rnd + 6, 2);
-        *b++ = '-';
-        b = ngx_hex_dump(b, rnd + 8, 2);
-        *b++ = '-';
-        b = ngx_hex_dump(b, rnd + 10, 6);
-        *b = '\0';
+    /* an unknown card: still a decision with an id of its own */
+    if (p->auth_id[0] == '\0' && ngx_http_fc_uuid(p->auth_id) != NGX_OK) {
+        ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "internal_error", "no randomness");
+        return;
     }
 
     resp = json_pack("{s:O,s:s,s:s,s:s,s:O,s:O}",
@@ -1860,6 +1825,35 @@ ngx_http_fc_str_json(ngx_str_t *s)
 
     /* not UTF-8: the SQL side sees an empty string and rejects it */
     return v ? v : json_string("");
+}
+
+
+/* a random (version 4) UUID in its text form, 36 characters and NUL */
+static ngx_int_t
+ngx_http_fc_uuid(char *out)
+{
+    u_char  rnd[16], *b;
+
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        return NGX_ERROR;
+    }
+
+    rnd[6] = (rnd[6] & 0x0f) | 0x40;
+    rnd[8] = (rnd[8] & 0x3f) | 0x80;
+
+    b = (u_char *) out;
+    b = ngx_hex_dump(b, rnd, 4);
+    *b++ = '-';
+    b = ngx_hex_dump(b, rnd + 4, 2);
+    *b++ = '-';
+    b = ngx_hex_dump(b, rnd + 6, 2);
+    *b++ = '-';
+    b = ngx_hex_dump(b, rnd + 8, 2);
+    *b++ = '-';
+    b = ngx_hex_dump(b, rnd + 10, 6);
+    *b = '\0';
+
+    return NGX_OK;
 }
 
 

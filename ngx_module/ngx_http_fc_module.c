@@ -86,6 +86,7 @@ static ngx_http_fc_route_t *ngx_http_fc_match(ngx_http_request_t *r,
 static void ngx_http_fc_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_fc_parse_body(ngx_http_fc_ctx_t *ctx);
 static ngx_int_t ngx_http_fc_raw_body(ngx_http_fc_ctx_t *ctx);
+static ngx_int_t ngx_http_fc_body_bytes(ngx_http_fc_ctx_t *ctx);
 static ngx_uint_t ngx_http_fc_json_depth(json_t *json, ngx_uint_t level);
 static void ngx_http_fc_ctx_cleanup(void *data);
 static ngx_int_t ngx_http_fc_error_page(ngx_http_request_t *r);
@@ -443,11 +444,7 @@ ngx_http_fc_body_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_fc_parse_body(ngx_http_fc_ctx_t *ctx)
 {
-    u_char              *p;
-    size_t               len;
-    ngx_buf_t           *b;
     ngx_str_t            type;
-    ngx_chain_t         *cl;
     json_error_t         err;
     ngx_http_request_t  *r;
 
@@ -492,32 +489,11 @@ ngx_http_fc_parse_body(ngx_http_fc_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    if (r->request_body->temp_file) {
-        ngx_http_fc_finalize_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                   "payload_too_large",
-                                   "the body is too large");
+    if (ngx_http_fc_body_bytes(ctx) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    len = 0;
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        len += ngx_buf_size(cl->buf);
-    }
-
-    p = ngx_pnalloc(r->pool, len + 1);
-    if (p == NULL) {
-        ngx_http_fc_finalize_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                   "internal_error", "out of memory");
-        return NGX_ERROR;
-    }
-
-    len = 0;
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-        len = ngx_cpymem(p + len, b->pos, b->last - b->pos) - p;
-    }
-
-    ctx->body = json_loadb((char *) p, len,
+    ctx->body = json_loadb((char *) ctx->raw.data, ctx->raw.len,
                            JSON_REJECT_DUPLICATES, &err);
 
     if (ctx->body == NULL) {
@@ -554,9 +530,6 @@ ngx_http_fc_parse_body(ngx_http_fc_ctx_t *ctx)
 static ngx_int_t
 ngx_http_fc_raw_body(ngx_http_fc_ctx_t *ctx)
 {
-    u_char              *p;
-    size_t               len;
-    ngx_chain_t         *cl;
     ngx_http_request_t  *r;
 
     r = ctx->request;
@@ -566,6 +539,25 @@ ngx_http_fc_raw_body(ngx_http_fc_ctx_t *ctx)
                                    "a request body is required");
         return NGX_ERROR;
     }
+
+    return ngx_http_fc_body_bytes(ctx);
+}
+
+
+/*
+ * Gathers the body's buffers into ctx->raw, one contiguous string.  A
+ * body spooled to a file is refused with 413 rather than read, which
+ * would block the worker on the disk.
+ */
+static ngx_int_t
+ngx_http_fc_body_bytes(ngx_http_fc_ctx_t *ctx)
+{
+    u_char              *p;
+    size_t               len;
+    ngx_chain_t         *cl;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
 
     if (r->request_body->temp_file) {
         ngx_http_fc_finalize_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
@@ -593,6 +585,7 @@ ngx_http_fc_raw_body(ngx_http_fc_ctx_t *ctx)
     }
 
     ctx->raw.len = p - ctx->raw.data;
+    *p = '\0';
 
     return NGX_OK;
 }
