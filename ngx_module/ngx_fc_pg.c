@@ -341,6 +341,18 @@ ngx_fc_pg_ping(ngx_fc_pg_query_t *q)
 }
 
 
+void
+ngx_fc_pg_free_result(ngx_fc_pg_query_t *q)
+{
+    if (q->cleanup && q->cleanup->result) {
+        PQclear(q->cleanup->result);
+        q->cleanup->result = NULL;
+    }
+
+    q->result = NULL;
+}
+
+
 /*
  * Finds q a connection: an idle one (most recently used first), a new
  * one while the pool has room, or a place in the wait queue.  When none

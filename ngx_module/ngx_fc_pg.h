@@ -80,6 +80,13 @@ ngx_int_t ngx_fc_pg_send(ngx_fc_pg_query_t *q);
 /* the same for "SELECT 1": sql, nparams and params are overwritten */
 ngx_int_t ngx_fc_pg_ping(ngx_fc_pg_query_t *q);
 
+/*
+ * Frees q's latest result now rather than with r->pool, for a caller
+ * that sends many queries in one request and must not keep every
+ * result until it ends; q->result is NULL afterwards.
+ */
+void ngx_fc_pg_free_result(ngx_fc_pg_query_t *q);
+
 
 extern ngx_module_t  ngx_http_fc_pg_module;
 

@@ -44,6 +44,8 @@ const char *ngx_http_fc_pstrdup(ngx_pool_t *pool, const char *s);
 
 void ngx_http_fc_pos_authorize(ngx_http_fc_ctx_t *ctx);
 
+void ngx_http_fc_export_transactions(ngx_http_fc_ctx_t *ctx);
+
 void ngx_http_fc_bank_call(ngx_http_fc_sql_t *s);
 void ngx_http_fc_bank_notification(ngx_http_fc_ctx_t *ctx);
 ngx_int_t ngx_http_fc_bank_add_variables(ngx_conf_t *cf);
@@ -127,6 +129,16 @@ ngx_int_t ngx_http_fc_bank_add_variables(ngx_conf_t *cf);
     ngx_http_fc_sql("api", NGX_HTTP_FC_PUT,                                 \
                     "/api/v1/backoffice/calendar/{}/{}",                    \
                     "calendar_set", NGX_HTTP_FC_JSON_BODY),                 \
+    ngx_http_fc_sql("api", NGX_HTTP_GET, "/api/v1/api-keys",                \
+                    "api_keys_list", 0),                                    \
+    ngx_http_fc_sql("api", NGX_HTTP_POST, "/api/v1/api-keys",               \
+                    "api_key_create", NGX_HTTP_FC_JSON_BODY),               \
+    ngx_http_fc_sql("api", NGX_HTTP_DELETE, "/api/v1/api-keys/{}",          \
+                    "api_key_revoke", 0),                                   \
+                                                                            \
+    ngx_http_fc_route("export", NGX_HTTP_GET, "/export/v1/transactions",    \
+                      ngx_http_fc_export_transactions,                      \
+                      "export_transactions", 0),                            \
                                                                             \
     ngx_http_fc_route("bank", NGX_HTTP_POST, "/bank/v1/tbank/notification", \
                       ngx_http_fc_bank_notification, "bank_notification",   \

@@ -698,7 +698,8 @@ def test_files_that_are_no_registry_are_refused(operator):
 
     r = operator.get("/api/v1/backoffice/reconciliations")
     err = procs.error_of(r, 422, "validation_failed")
-    assert err["message"] == "date: must be a date YYYY-MM-DD, got null"
+    assert err["message"] == ("date: must be a date YYYY-MM-DD from "
+                              "1900-01-01 to 2999-12-31, got null")
 
     r = operator.get("/api/v1/backoffice/reconciliations?date=2026-04-30"
                      "&format=xlsx")
