@@ -320,14 +320,12 @@ def test_bug_moving_a_card_between_groups_splits_redis_from_pg(world):
     assert rc == 0, out
 
 
-def test_bug_limit_created_over_an_open_hold_never_gets_it_back(world):
+def test_limit_created_over_an_open_hold_gets_it_back_on_reversal(world):
     """A limit created while a hold is open gets a Redis counter that
-    includes the hold (fc_hot_limit_cmds), but the hold's usage list
-    predates the limit, so release.lua and settle.lua never take the
-    hold back out of it.  After the reversal PostgreSQL says 0 used and
-    Redis keeps 30 L: compare reports an extra key and the pump declines
-    earlier than the cabinet shows.  Expected: compare clean after the
-    reversal."""
+    includes the hold (fc_hot_limit_cmds), and the hold's usage list is
+    rewritten to name that counter (fc_hot_usage_cmds), so release.lua
+    takes the hold back out of it: after the reversal PostgreSQL and
+    Redis both say 0 used and compare is clean."""
     card = fresh(world, balance=10_000_000)
     a = approve(world, card, 30_000)
     r = world.cab.post("/api/v1/limits", {
@@ -337,6 +335,36 @@ def test_bug_limit_created_over_an_open_hold_never_gets_it_back(world):
     assert world.pos.reverse(a["auth_id"]).status == 200
 
     rc, out = compare(card.contract_id)
+    assert rc == 0, out
+
+
+def test_card_moved_to_another_group_takes_its_open_hold_along(world):
+    """A card moved to another group while a hold is open: the hold now
+    counts in the new group's limit, in PostgreSQL and in the Redis
+    counters, and its usage list is rewritten to say so, so that its
+    reversal takes it out of the new group's counter, not the old one's.
+    Compare is clean after the reversal."""
+    b = world.b
+    cid = b.contract(world.org, balance=10_000_000)
+    g_from, g_to = b.group(cid), b.group(cid)
+    b.limit(cid, "volume", scope="group", group_id=g_from, period="day",
+            value=100_000)
+    to_limit = b.limit(cid, "volume", scope="group", group_id=g_to,
+                       period="day", value=100_000)
+    card = b.card(cid, group_id=g_from)
+    b.publish()
+    a = approve(world, card, 30_000)
+
+    r = world.cab.patch(f"/api/v1/cards/{card.id}", {"group_id": g_to})
+    assert r.status == 200, r
+    rc, out = compare(cid)
+    assert rc == 0, out
+    usage = procs.scalar("SELECT usage FROM pos_auths WHERE auth_id = %s",
+                         (a["auth_id"],))
+    assert [u["k"].split(":")[0] for u in usage] == [str(to_limit)], usage
+
+    assert world.pos.reverse(a["auth_id"]).status == 200
+    rc, out = compare(cid)
     assert rc == 0, out
 
 
