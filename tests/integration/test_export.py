@@ -26,8 +26,13 @@ import pytest
 
 import fc
 import procs
+from test_openapi import check_text
 
 EXPORT = "/export/v1/transactions"
+
+# the cabinet's routes as docs/openapi.yaml writes them
+API_KEYS = "/api/v1/api-keys"
+API_KEY = "/api/v1/api-keys/{id}"
 
 STATION_NAME = "АЗС №7 «Уральская»"
 STATION_ADDRESS = "Свердловская обл., трасса Р-351, 8 км; съезд \"Север\""
@@ -74,12 +79,18 @@ def add_txn(conn, auth, station, card, kind="sale", volume_ml=60_000,
 
 
 def export(key, **query):
-    """GET the export with a bearer key; returns fc.Response."""
+    """GET the export with a bearer key; returns fc.Response, checked
+    against docs/openapi.yaml whatever its status."""
     path = EXPORT
     if query:
         path += "?" + urllib.parse.urlencode(query)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return fc.Client(timeout=60).get(path, headers=headers)
+    r = fc.Client(timeout=60).get(path, headers=headers)
+    if r.content_type == "application/json":
+        fc.check_openapi(r, EXPORT)
+    else:
+        check_text(r, EXPORT)
+    return r
 
 
 def items(response):
@@ -106,7 +117,7 @@ def new_key(cab, name=None, scopes=("transactions:read",), networks=None):
         body["allowed_networks"] = networks
     r = cab.post("/api/v1/api-keys", body)
     assert r.status == 201, r
-    return r.json()
+    return fc.check_openapi(r, API_KEYS, "POST")
 
 
 def set_rate(key_id, per_minute):
@@ -201,7 +212,8 @@ def test_a_key_is_shown_once_and_stored_only_as_its_sha256(world):
 
     listed = world.cab.get("/api/v1/api-keys")
     assert listed.status == 200, listed
-    mine = [k for k in listed.json()["items"] if k["id"] == made["id"]]
+    mine = [k for k in fc.check_openapi(listed, API_KEYS)["items"]
+            if k["id"] == made["id"]]
     assert len(mine) == 1 and "key" not in mine[0]
     assert made["key"] not in listed.body.decode()
     assert stored not in listed.body.decode()
@@ -211,13 +223,13 @@ def test_only_the_owner_manages_keys(world):
     cab = procs.cabinet_for(world.manager)
     r = cab.post("/api/v1/api-keys", {"name": "x",
                                       "scopes": ["transactions:read"]})
-    procs.error_of(r, 403, "forbidden")
-    procs.error_of(cab.get("/api/v1/api-keys"), 403, "forbidden")
+    procs.error_of(r, 403, "forbidden", API_KEYS, "POST")
+    procs.error_of(cab.get("/api/v1/api-keys"), 403, "forbidden", API_KEYS)
 
     # another organization's key is not found, exactly like none
     other = new_key(procs.cabinet_for(world.b_owner))
     procs.error_of(world.cab.delete(f"/api/v1/api-keys/{other['id']}"),
-                   404, "not_found")
+                   404, "not_found", API_KEY, "DELETE")
 
 
 @pytest.mark.parametrize("body, message", [
@@ -237,7 +249,7 @@ def test_only_the_owner_manages_keys(world):
 ])
 def test_a_bad_key_request_is_422_naming_the_field(world, body, message):
     err = procs.error_of(world.cab.post("/api/v1/api-keys", body), 422,
-                         "validation_failed")
+                         "validation_failed", API_KEYS, "POST")
     assert message in err["message"], err
 
 
@@ -247,6 +259,7 @@ def test_creation_revocation_and_every_use_are_on_record(world):
     assert export(made["key"], since="bad").status == 422
     r = world.cab.delete(f"/api/v1/api-keys/{made['id']}")
     assert r.status == 200 and r.json()["revoked_at"] is not None
+    fc.check_openapi(r, API_KEY, "DELETE")
     assert export(made["key"], since="2026-01-01").status == 401
 
     uses = procs.query("SELECT status, ip FROM api_key_uses "
@@ -285,6 +298,7 @@ def test_a_revoked_key_is_401_at_once(world):
     # revoking again changes nothing
     r = world.cab.delete(f"/api/v1/api-keys/{made['id']}")
     assert r.status == 200 and r.json()["revoked_at"] is not None
+    fc.check_openapi(r, API_KEY, "DELETE")
 
 
 def test_a_key_without_the_transactions_scope_is_403(world):

@@ -42,6 +42,10 @@ RECEIPT_FIELDS = ("fn_number", "fiscal_document_number",
                   "ecr_registration_number", "fiscal_receipt_number",
                   "shift_number", "ofd_receipt_url")
 
+# the back office's routes as docs/openapi.yaml writes them
+OUTBOX = "/api/v1/backoffice/outbox"
+RETRY = "/api/v1/backoffice/outbox/{id}/retry"
+
 # a schedule that makes a dead letter in about a second
 FAST = {"tick_interval_ms": "100",
         "outbox_backoff_ms": "100",
@@ -287,12 +291,13 @@ def test_dead_letter_after_max_attempts_is_shown_to_the_operator(
     operator = world.cabinet("operator")
     r = operator.get("/api/v1/backoffice/outbox?state=dead")
     assert r.status == 200, r
-    [row] = [i for i in r.json()["items"] if i["id"] == row_id]
+    [row] = [i for i in fc.check_openapi(r, OUTBOX)["items"]
+             if i["id"] == row_id]
     assert row["kind"] == "receipt" and row["payment_id"] == p["id"], row
     assert row["attempts"] == 5 and row["state"] == "dead", row
     assert row["last_error"], row
     procs.error_of(cab.get("/api/v1/backoffice/outbox?state=dead"),
-                   403, "forbidden")
+                   403, "forbidden", OUTBOX)
 
     series = 'fc_outbox_rows{kind="receipt",state="dead"}'
     assert platform_metrics()[series] == before[series] + 1
@@ -301,11 +306,21 @@ def test_dead_letter_after_max_attempts_is_shown_to_the_operator(
     atol().mode(mode="ok")
     r = operator.post(f"/api/v1/backoffice/outbox/{row_id}/retry")
     assert r.status == 200 and r.json()["state"] == "pending", r
+    fc.check_openapi(r, RETRY, "POST")
     fc.wait_for(lambda: outbox_rows(p["id"])["receipt"][2] == "done",
                 timeout=SETTLE, what="the retried receipt")
     [receipt] = receipts_of(p["id"])
     assert_fiscal_attributes(payment(cab, p["id"]), receipt)
     assert platform_metrics()[series] == before[series]
+
+    # a delivered row is not sent again
+    r = operator.post(f"/api/v1/backoffice/outbox/{row_id}/retry")
+    procs.error_of(r, 409, "conflict", RETRY, "POST")
+    r = operator.get(f"{OUTBOX}?state=done&cursor={row_id + 1}&limit=1")
+    assert r.status == 200, r
+    [row] = fc.check_openapi(r, OUTBOX)["items"]
+    assert row["id"] == row_id and row["attempts"] == 6, row
+    assert row["result"] and row["done_at"], row
 
 
 # ---------------------------------------------------------------------

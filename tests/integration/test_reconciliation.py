@@ -23,10 +23,17 @@ import pytest
 
 import fc
 import procs
+from test_openapi import check_text
 
 
 MSK = "Europe/Moscow"
 FCREG = os.path.join(fc.ROOT, "core", "build", "fcreg")
+
+# the back office's routes as docs/openapi.yaml writes them
+REGISTRIES = "/api/v1/backoffice/registries"
+RECONCILIATIONS = "/api/v1/backoffice/reconciliations"
+CALENDAR = "/api/v1/backoffice/calendar"
+CALENDAR_DAY = "/api/v1/backoffice/calendar/{region}/{date}"
 
 HEADER = ["Дата операции", "Тип операции", "PaymentId", "OrderId", "RRN",
           "Код авторизации", "Карта", "Терминал", "Сумма", "Комиссия",
@@ -172,19 +179,29 @@ def registry(rows, summary=True, encoding="cp1251"):
 
 
 def upload(cab, data, **query):
+    """Posts a registry file; the answer, whatever its status, is
+    checked against docs/openapi.yaml."""
     q = {"bank": "tbank", "filename": "registry.csv"}
     q.update({k: str(v) for k, v in query.items()})
-    return cab.post("/api/v1/backoffice/registries?"
-                    + urllib.parse.urlencode(q),
-                    raw=data, headers={"Content-Type": "text/csv"})
+    r = cab.post("/api/v1/backoffice/registries?"
+                 + urllib.parse.urlencode(q),
+                 raw=data, headers={"Content-Type": "text/csv"})
+    fc.check_openapi(r, REGISTRIES, "POST")
+    return r
 
 
 def report(cab, day, now=None, fmt=None):
+    """The day's reconciliation, checked against docs/openapi.yaml."""
     q = {"date": day.isoformat()}
     if fmt:
         q["format"] = fmt
-    return cab.get("/api/v1/backoffice/reconciliations?"
-                   + urllib.parse.urlencode(q), now=now)
+    r = cab.get("/api/v1/backoffice/reconciliations?"
+                + urllib.parse.urlencode(q), now=now)
+    if r.content_type == "application/json":
+        fc.check_openapi(r, RECONCILIATIONS)
+    else:
+        check_text(r, RECONCILIATIONS)
+    return r
 
 
 def counts(registry_id):
@@ -563,7 +580,7 @@ def test_business_days_follow_the_2026_calendar(operator):
 
     r = operator.get("/api/v1/backoffice/calendar?region=RU&year=2026")
     assert r.status == 200, r
-    body = r.json()
+    body = fc.check_openapi(r, CALENDAR)
     assert body["working_days"] == 247
     days = {d["date"]: d for d in body["days"]}
     assert days["2026-05-11"]["kind"] == "holiday"
@@ -576,9 +593,9 @@ def test_a_region_may_add_a_holiday_of_its_own(operator):
     path = "/api/v1/backoffice/calendar/RU-TA/2031-06-11"
     r = operator.put(path, {"kind": "holiday", "note": "Курбан-байрам"})
     assert r.status == 200, r
-    assert r.json() == {"date": "2031-06-11", "region": "RU-TA",
-                        "kind": "holiday", "set_in": "RU-TA",
-                        "note": "Курбан-байрам", "business_day": False}
+    assert fc.check_openapi(r, CALENDAR_DAY, "PUT") == {
+        "date": "2031-06-11", "region": "RU-TA", "kind": "holiday",
+        "set_in": "RU-TA", "note": "Курбан-байрам", "business_day": False}
     assert str(procs.scalar(
         "SELECT fc_business_day_next('2031-06-10', 'RU-TA')")) \
         == "2031-06-12"
@@ -587,11 +604,11 @@ def test_a_region_may_add_a_holiday_of_its_own(operator):
 
     r = operator.put(path, {"kind": "default"})
     assert r.status == 200, r
-    assert r.json()["business_day"] is True
+    assert fc.check_openapi(r, CALENDAR_DAY, "PUT")["business_day"] is True
 
     r = operator.put("/api/v1/backoffice/calendar/Tatarstan/2031-06-11",
                      {"kind": "holiday"})
-    err = procs.error_of(r, 422, "validation_failed")
+    err = procs.error_of(r, 422, "validation_failed", CALENDAR_DAY, "PUT")
     assert err["message"].startswith("region: must be a country code")
 
 
@@ -662,13 +679,15 @@ def test_only_operators_may(world):
         for path in ("/api/v1/backoffice/registries",
                      "/api/v1/backoffice/reconciliations?date=2026-04-30",
                      "/api/v1/backoffice/calendar"):
-            procs.error_of(cab.get(path), 403, "forbidden")
+            procs.error_of(cab.get(path), 403, "forbidden",
+                           path.split("?")[0])
         procs.error_of(cab.put("/api/v1/backoffice/calendar/RU/2031-06-11",
-                               {"kind": "holiday"}), 403, "forbidden")
+                               {"kind": "holiday"}), 403, "forbidden",
+                       CALENDAR_DAY, "PUT")
 
     r = procs.Cabinet().get(
         "/api/v1/backoffice/reconciliations?date=2026-04-30")
-    procs.error_of(r, 401, "unauthorized")
+    procs.error_of(r, 401, "unauthorized", RECONCILIATIONS)
 
 
 def test_files_that_are_no_registry_are_refused(operator):
@@ -694,22 +713,22 @@ def test_files_that_are_no_registry_are_refused(operator):
     r = operator.post("/api/v1/backoffice/registries",
                       raw=b"--x\r\n\r\n", headers={
                           "Content-Type": "multipart/form-data; boundary=x"})
-    procs.error_of(r, 415, "unsupported_media_type")
+    procs.error_of(r, 415, "unsupported_media_type", REGISTRIES, "POST")
 
     r = operator.get("/api/v1/backoffice/reconciliations")
-    err = procs.error_of(r, 422, "validation_failed")
+    err = procs.error_of(r, 422, "validation_failed", RECONCILIATIONS)
     assert err["message"] == ("date: must be a date YYYY-MM-DD from "
                               "1900-01-01 to 2999-12-31, got null")
 
     r = operator.get("/api/v1/backoffice/reconciliations?date=2026-04-30"
                      "&format=xlsx")
-    procs.error_of(r, 422, "validation_failed")
+    procs.error_of(r, 422, "validation_failed", RECONCILIATIONS)
 
 
 def test_registries_list_shows_the_import(every, operator):
     r = operator.get(f"/api/v1/backoffice/registries?date={every.day}")
     assert r.status == 200, r
-    items = r.json()["items"]
+    items = fc.check_openapi(r, REGISTRIES)["items"]
     assert [i["id"] for i in items] == [every.answer["id"]]
     assert items[0]["filename"] == f"registry-{every.day}.csv"
     assert items[0]["source"] == "api"

@@ -30,12 +30,18 @@ import pytest
 
 import fc
 import procs
+from test_openapi import check_text
 
 
 CARD_SUCCESS = "4300000000000777"
 CARD_DECLINED = "5000000000000009"
 
 NOTIFICATION = "/bank/v1/tbank/notification"
+
+# the routes as docs/openapi.yaml writes them
+TOPUPS = "/api/v1/contracts/{id}/topups"
+PAYMENT = "/api/v1/payments/{id}"
+PAYMENTS = "/api/v1/payments"
 
 MSK = zoneinfo.ZoneInfo("Europe/Moscow")
 
@@ -229,7 +235,7 @@ def topup(cab, contract_id, amount, key=None, email="books@test.example"):
                  {"amount": amount, "email": email},
                  headers={"Idempotency-Key": key or new_key()})
     assert r.status == 201, r
-    p = r.json()
+    p = fc.check_openapi(r, TOPUPS, "POST")
     assert p["status"] == "NEW" and p["amount"] == amount, p
     assert p["bank_payment_id"] and p["payment_url"], p
     return p
@@ -238,7 +244,7 @@ def topup(cab, contract_id, amount, key=None, email="books@test.example"):
 def payment(cab, payment_id):
     r = cab.get(f"/api/v1/payments/{payment_id}")
     assert r.status == 200, r
-    return r.json()
+    return fc.check_openapi(r, PAYMENT)
 
 
 def balance(contract_id):
@@ -301,6 +307,7 @@ def assert_ok(r):
     assert r.status == 200, r
     assert r.body == b"OK", r
     assert r.content_type == "text/plain", r
+    check_text(r, NOTIFICATION, "POST")
 
 
 def wait_status(cab, payment_id, status):
@@ -328,7 +335,7 @@ def platform_metrics():
     r = fc.Client().get("/metrics/platform", headers={"Accept": "*/*"})
     assert r.status == 200, r
     out = {}
-    for line in r.body.decode().splitlines():
+    for line in check_text(r, "/metrics/platform").splitlines():
         m = re.match(r"^([a-z_]+(?:\{[^}]*\})?) (-?[0-9]+)$", line)
         if m:
             out[m.group(1)] = int(m.group(2))
@@ -380,7 +387,7 @@ def test_cabinet_topup_is_idempotent_role_checked_bounded_and_credited_once(
 
     r = cab.post(path, body, headers={"Idempotency-Key": key})
     assert r.status == 201, r
-    p = r.json()
+    p = fc.check_openapi(r, TOPUPS, "POST")
     assert p["contract_id"] == cid and p["amount"] == 150000, p
     assert p["status"] == "NEW" and p["email"] == body["email"], p
     assert re.fullmatch(r"FC-%d-[0-9a-f]{6}" % p["id"], p["order_id"]), p
@@ -388,29 +395,31 @@ def test_cabinet_topup_is_idempotent_role_checked_bounded_and_credited_once(
 
     again = cab.post(path, body, headers={"Idempotency-Key": key})
     assert again.status == 200, again
-    assert again.json() == p, "the same key answers the same payment"
+    assert fc.check_openapi(again, TOPUPS, "POST") == p, \
+        "the same key answers the same payment"
 
     other = cab.post(path, dict(body, amount=150001),
                      headers={"Idempotency-Key": key})
-    procs.error_of(other, 409, "conflict")
+    procs.error_of(other, 409, "conflict", TOPUPS, "POST")
 
     for role in ("manager", "driver"):
         denied = world.cabinet(role).post(path, body,
                                           headers={"Idempotency-Key":
                                                    new_key()})
-        procs.error_of(denied, 403, "forbidden")
+        procs.error_of(denied, 403, "forbidden", TOPUPS, "POST")
 
     for amount in (9999, 100000001):
         low_high = cab.post(path, dict(body, amount=amount),
                             headers={"Idempotency-Key": new_key()})
-        err = procs.error_of(low_high, 422, "validation_failed")
+        err = procs.error_of(low_high, 422, "validation_failed", TOPUPS,
+                             "POST")
         assert err["message"].startswith("amount:"), err
         assert "10000" in err["message"] and "100000000" in err["message"], \
             err
 
     # the bounds themselves are allowed
-    topup(cab, cid, 10000)
-    topup(cab, cid, 100000000)
+    small = topup(cab, cid, 10000)
+    large = topup(cab, cid, 100000000)
     # nothing of this has moved money
     assert balance(cid) == before
 
@@ -430,6 +439,18 @@ def test_cabinet_topup_is_idempotent_role_checked_bounded_and_credited_once(
     assert after.status == 200 and after.json()["id"] == p["id"], after
     assert after.json()["status"] == "CONFIRMED", after
     assert balance(cid) == before + 150000, "credited once"
+
+    # the list shows it, newest first, with what the payment shows
+    listed = cab.get(f"{PAYMENTS}?contract_id={cid}&limit=2")
+    assert listed.status == 200, listed
+    page = fc.check_openapi(listed, PAYMENTS)
+    assert [i["id"] for i in page["items"]] == [large["id"], small["id"]]
+    assert page["next_cursor"] == str(small["id"]), page
+    listed = cab.get(f"{PAYMENTS}?contract_id={cid}"
+                     f"&cursor={page['next_cursor']}")
+    assert listed.status == 200, listed
+    page = fc.check_openapi(listed, PAYMENTS)
+    assert page == {"items": [payment(cab, p["id"])], "next_cursor": None}
 
 
 # ---------------------------------------------------------------------
@@ -510,7 +531,7 @@ def test_wrong_token_gets_403_and_changes_nothing(world):
     unsigned = dict(good)
     for body in (wrong_password, tampered, unsigned):
         r = notify(body)
-        procs.error_of(r, 403, "forbidden")
+        procs.error_of(r, 403, "forbidden", NOTIFICATION, "POST")
 
     assert balance(cid) == before
     assert payment(cab, p["id"])["status"] == "NEW"
@@ -611,3 +632,15 @@ def test_topup_at_0330_on_a_saturday_is_credited_at_once(world):
                       "FROM ledger WHERE kind = 'topup' AND ref = %s",
                       (p["bank_payment_id"],))
     assert at == now, "the credit is dated when the bank confirmed it"
+
+
+# ---------------------------------------------------------------------
+# the payer's return
+
+def test_the_payers_return_page_promises_nothing_about_the_payment():
+    for method in ("GET", "HEAD"):
+        r = fc.Client().request(method, "/topup/success")
+        assert r.status == 200, r
+    body = fc.check_openapi(fc.Client().get("/topup/success"),
+                            "/topup/success")
+    assert "as soon as the bank confirms" in body["message"], body
