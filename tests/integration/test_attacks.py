@@ -171,7 +171,7 @@ def status_and_type(response_bytes):
     "/api/v1/contracts?limit=%00",
     "/mobile/v1/stations?lat=%00&lon=1",
 ])
-def test_bug_nul_in_query_string_is_500(client, path):
+def test_was_bug_nul_in_query_string_is_500(client, path):
     """A %00 in the query string is unescaped by ngx_http_fc_query_json()
     into a JSON string with \\u0000, which PostgreSQL's jsonb refuses
     (22P05): every SQL route answers 500 before any authentication.
@@ -184,7 +184,7 @@ def test_bug_nul_in_query_string_is_500(client, path):
     "group_id=9223372036854775808",
     "group_id=99999999999999999999",
 ])
-def test_bug_query_id_beyond_bigint_is_500(world, query):
+def test_was_bug_query_id_beyond_bigint_is_500(world, query):
     """fc_arg_int() (0003_api_core.sql) accepts 20 digits and, when max
     is NULL, returns n::bigint, which overflows (22003) into a 500 on
     cards, limits, card-groups and transactions.  Expected: 422 naming
@@ -197,7 +197,7 @@ def test_bug_query_id_beyond_bigint_is_500(world, query):
     "/api/v1/contracts/{cid}/statement?from=0000-01-01",
     "/api/v1/transactions?to=0000-01-01",
 ])
-def test_bug_year_zero_date_is_500(world, path):
+def test_was_bug_year_zero_date_is_500(world, path):
     """fc_arg_date() calls make_date(0, ...) before its own year check,
     so "0000-01-01" raises 22008 and answers 500.  Expected: 422 naming
     the field."""
@@ -231,7 +231,7 @@ def test_deeply_nested_value_is_refused_before_login(client):
 
 
 @pytest.mark.parametrize("field", ["terminal_txn_id", "product_code"])
-def test_bug_multibyte_value_in_pos_validation_is_500(world, field):
+def test_was_bug_multibyte_value_in_pos_validation_is_500(world, field):
     """ngx_http_fc_get_text() quotes at most 80 bytes of the bad value,
     which can end inside a UTF-8 character; json_pack() then refuses the
     message and the answer is a 500 instead of the 422.  Expected: 422
@@ -245,7 +245,7 @@ def test_bug_multibyte_value_in_pos_validation_is_500(world, field):
     assert err["message"].startswith(field)
 
 
-def test_bug_http_version_not_supported_answers_html():
+def test_was_bug_http_version_not_supported_answers_html():
     """"GET /health HTTP/2.0" gets nginx's HTML 505: 505 is missing from
     the error_page list of conf/nginx.conf.in.  Expected: JSON."""
     out = raw_http(b"GET /health HTTP/2.0\r\nHost: x\r\n"
@@ -255,7 +255,7 @@ def test_bug_http_version_not_supported_answers_html():
     assert ctype == "application/json", out[:200]
 
 
-def test_bug_completion_after_hold_expiry_overruns_the_limit(world):
+def test_was_bug_completion_after_hold_expiry_overruns_the_limit(world):
     """A hold that expired is purged from Redis by the next authorization
     of the contract (authorize.lua step 2) before the daemon marks it
     expired in PostgreSQL.  fc_route_pos_complete() checks only
@@ -291,7 +291,7 @@ def test_bug_completion_after_hold_expiry_overruns_the_limit(world):
                                f"{counted} ml approved or filled: {rows}")
 
 
-def test_bug_moving_a_card_between_groups_splits_redis_from_pg(world):
+def test_was_bug_moving_a_card_between_groups_splits_redis_from_pg(world):
     """PATCH /api/v1/cards/{id} with a new group_id rewrites only the
     card's keys (fc_hot_card_cmds).  PostgreSQL counts a group limit over
     the cards now in the group (fc_limit_used), so the card's fills move
@@ -368,7 +368,7 @@ def test_card_moved_to_another_group_takes_its_open_hold_along(world):
     assert rc == 0, out
 
 
-def test_bug_stack_start_under_load_loses_holds(world):
+def test_was_bug_stack_start_under_load_loses_holds(world):
     """`scripts/stack start` is the recovery after a crash, and it runs
     its after-start hook `fcctl rebuild` (the full, unguarded rebuild
     that fcctl.c says needs a quiet system) while nginx already serves
@@ -413,7 +413,7 @@ def test_bug_stack_start_under_load_loses_holds(world):
     assert rc == 0, out[-2000:]
 
 
-def test_bug_tiny_request_is_declined_for_insufficient_funds(world):
+def test_was_bug_tiny_request_is_declined_for_insufficient_funds(world):
     """1 ml at 4 roubles a litre costs 0 kopecks; authorize.lua clips
     the money bound to that cost (0) and volume_for(0) is 0, so a
     contract with 10,000 roubles is declined INSUFFICIENT_FUNDS.
@@ -427,13 +427,14 @@ def test_bug_tiny_request_is_declined_for_insufficient_funds(world):
     assert r.json().get("decline_code") != "INSUFFICIENT_FUNDS", r.json()
 
 
-def test_bug_completion_may_charge_nothing_for_the_fuel(world):
+def test_was_bug_completion_may_charge_nothing_for_the_fuel(world):
     """POST /pos/v1/complete accepts any amount up to the approved one,
     whatever the volume: 40 L of fuel at 50 roubles a litre completes
     for 0 kopecks, writes a 40 L sale and no ledger entry.  Expected:
     422 when the amount does not match volume x unit_price (a discount
     may lower it, a litre-priced sale of 40 L for nothing must not pass).
-    This one needs the lead's decision on the tolerated difference."""
+    Now a completion that dispenses fuel must charge at least a kopeck;
+    how far a discount may lower the amount is not checked."""
     card = fresh(world)
     a = approve(world, card, 40_000)
     r = world.pos.complete(a["auth_id"], 40_000, 0)
