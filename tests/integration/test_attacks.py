@@ -850,3 +850,35 @@ def test_killed_worker_leaves_no_approval_off_record(world):
                 what="nginx answering again")
     procs.fcctl("rebuild", card.contract_id)
     assert_in_step(world, card.contract_id)
+
+
+def test_was_bug_piece_goods_sold_by_volume_fill_a_volume_limit(world):
+    """A product sold by the piece (GOODS) asked for by volume: the pump
+    leaves volume limits out for it (authorize.lua), but PostgreSQL
+    counted its volume in them (fc_limit_used), so compare reported the
+    contract's volume counter as different, and the cabinet showed
+    litres used that the pump never counted.  Expected: a volume limit
+    counts products sold by the litre only, everywhere; its amount and
+    count limits still count the piece goods."""
+    b = world.b
+    cid = b.contract(world.org, balance=10_000_000)
+    volume = b.limit(cid, "volume", period="day", value=100_000)
+    amount = b.limit(cid, "amount", period="day", value=1_000_000)
+    card = b.card(cid)
+    b.publish()
+
+    r = world.pos.authorize(card.pan, volume_ml=3_000, price=10_000,
+                            product="GOODS")
+    a = r.json()
+    assert a["status"] == "approved", a
+    assert_in_step(world, cid)
+
+    r = world.pos.complete(a["auth_id"], a["approved_volume_ml"],
+                           a["approved_amount"])
+    assert r.status == 200, r
+    assert_in_step(world, cid)
+
+    r = world.cab.get(f"/api/v1/limits?contract_id={cid}")
+    assert r.status == 200, r
+    used = {l["id"]: l["usage"]["used"] for l in r.json()["items"]}
+    assert used == {volume: 0, amount: a["approved_amount"]}, used
