@@ -155,17 +155,25 @@ class ErrorLog:
 
 
 def sleeping_backends(conn):
-    """{pid: (state, query_start)} of the stack's pg_sleep queries."""
+    """{pid: (state, xact_start)} of the stack's pg_sleep queries.
+
+    (pid, xact_start) names one statement: the pool sends each in the
+    extended protocol, and PostgreSQL moves query_start at its Parse,
+    Bind and Execute messages, so a sample taken between them would
+    count one statement twice.  Its implicit transaction starts once;
+    once it has committed, the statement is over although the backend
+    shows "active" until the Sync, with no xact_start."""
     with conn.cursor() as cur:
         cur.execute("""
-            SELECT pid, state, query_start FROM pg_stat_activity
+            SELECT pid, state, xact_start FROM pg_stat_activity
              WHERE usename = 'fc_app' AND query LIKE %s""", (SLEEP_QUERY,))
         return {pid: (state, start) for pid, state, start in cur.fetchall()}
 
 
 def running_sleeps(conn):
     return {pid: start for pid, (state, start)
-            in sleeping_backends(conn).items() if state == "active"}
+            in sleeping_backends(conn).items()
+            if state == "active" and start is not None}
 
 
 def hold(path):
