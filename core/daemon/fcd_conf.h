@@ -47,7 +47,8 @@
 #define FCD_COUNT_MAX              1000
 
 /* the kind of 1C document a top-up becomes, UTF-8 */
-#define FCD_ONEC_DOCUMENT_DEFAULT  "ПоступлениеОплатыПоПлатежнойКарте"
+#define FCD_ONEC_DOCUMENT_DEFAULT                                             \
+    "ПоступлениеОплатыПоПлатежнойКарте"
 
 
 typedef struct {

@@ -184,14 +184,17 @@ fcd_onec_document(const char *payload, char *buf, size_t size,
         goto failed;
     }
 
-    snprintf(purpose, sizeof(purpose), "Пополнение договора %s банковской "
-             "картой, заказ %s", contract, order);
+    snprintf(purpose, sizeof(purpose),
+             "Пополнение договора %s "
+             "банковской картой, заказ %s",
+             contract, order);
 
     fc_json_init(&json, buf, size);
     fc_json_object(&json, NULL);
     fc_json_cstr(&json, "Ref_Key", ref);
     fc_json_cstr(&json, "Date", date);
-    fc_json_money(&json, "СуммаДокумента", json_integer_value(amount));
+    fc_json_money(&json, "СуммаДокумента",
+                  json_integer_value(amount));
     fc_json_cstr(&json, "НазначениеПлатежа", purpose);
     fc_json_cstr(&json, "Контрагент_ИНН", inn);
     fc_json_cstr(&json, "НомерДоговора", contract);

@@ -173,7 +173,8 @@ test_minimal_file_takes_defaults(void **state)
     assert_string_equal(conf.onec_url, "");
     assert_string_equal(conf.onec_password, "");
     assert_string_equal(conf.onec_document,
-                        "ПоступлениеОплатыПоПлатежнойКарте");
+                        "ПоступлениеОплатыПо"
+                        "ПлатежнойКарте");
     assert_int_equal(conf.outbox_max_attempts, 12);
     assert_int_equal(conf.outbox_backoff_ms, 2000);
     assert_int_equal(conf.outbox_backoff_max_ms, 600000);
@@ -630,7 +631,8 @@ test_shipped_template_loads_with_redis_settings(void **state)
     assert_string_equal(conf.onec_user, "fc-exchange");
     assert_string_equal(conf.onec_password, "onec-secret");
     assert_string_equal(conf.onec_document,
-                        "ПоступлениеОплатыПоПлатежнойКарте");
+                        "ПоступлениеОплатыПо"
+                        "ПлатежнойКарте");
     assert_int_equal(conf.outbox_max_attempts, 12);
     assert_int_equal(conf.vat.n, 2);
 

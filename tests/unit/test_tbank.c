@@ -16,7 +16,8 @@
 #define EXAMPLE_JSON                                                      \
     "{\"TerminalKey\": \"MerchantTerminalKey\", \"Amount\": 19200,"       \
     " \"OrderId\": \"00000\","                                            \
-    " \"Description\": \"Подарочная карта на 1000 рублей\"}"
+    " \"Description\": "                                                  \
+    "\"Подарочная карта на 1000 рублей\"}"
 #define EXAMPLE_PASSWORD  "11111111111111"
 #define EXAMPLE_TOKEN                                                     \
     "72dd466f8ace0a37a1f740ce5fb78101712bc0665d91a8108c7c8a0ccd426db2"
@@ -77,7 +78,8 @@ test_nested_and_null_fields_do_not_count(void **state)
                " \"OrderId\": \"00000\", \"Receipt\": {\"Email\": \"a@b\"},"
                " \"DATA\": {\"Phone\": \"+7\"}, \"Shops\": [1, 2],"
                " \"CustomerKey\": null, \"Token\": \"ignored\","
-               " \"Description\": \"Подарочная карта на 1000 рублей\"}");
+               " \"Description\": "
+               "\"Подарочная карта на 1000 рублей\"}");
     assert_int_equal(fc_tbank_token(obj, EXAMPLE_PASSWORD, token), 0);
     assert_string_equal(token, EXAMPLE_TOKEN);
     json_decref(obj);
